@@ -1,0 +1,88 @@
+"""The `knockoff` command line: thin subcommands over features/, training/ and serving/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake in the input or the options: one clear message, exit status 2."""
+
+
+def _quiet_environment() -> None:
+    """No telemetry from the libraries we call, and threads that yield when idle."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _print_summary(summary: dict[str, object]) -> None:
+    print(json.dumps(summary, default=str))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from features.generate import generate_catalog
+
+    try:
+        summary = generate_catalog(
+            Path(args.out), args.listings, args.seed, days=args.days, drift=args.drift,
+            progress=sys.stderr.isatty(),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    _print_summary(summary)
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from features.table import feature_table
+
+    _print_summary(feature_table(args.input, args.out, state_dir=args.state, fmt=args.format))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="knockoff", description="Counterfeit-listing detection for e-commerce catalogs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="write a synthetic labelled catalog")
+    p.add_argument("--listings", type=int, default=200_000, help="rows (default 200000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--days", type=int, default=180, help="time span in days (default 180)")
+    p.add_argument("--drift", type=float, default=1.0,
+                   help="strength of late-period drift: new rings, newly targeted brands")
+    p.add_argument("--out", required=True, help="output .parquet, .csv or .jsonl")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("features", help="validate a catalog and write its feature table")
+    p.add_argument("input", help="catalog file or folder (.parquet, .csv, .jsonl)")
+    p.add_argument("--out", required=True, help="output .parquet or .csv")
+    p.add_argument("--state", help="feature state folder: used if it exists, else fitted+saved")
+    p.add_argument("--format", choices=["parquet", "csv"])
+    p.set_defaults(func=cmd_features)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_environment()
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    from features.catalog import CatalogError
+
+    try:
+        func(args)
+    except (UserError, CatalogError) as exc:
+        print(f"knockoff {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"knockoff {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

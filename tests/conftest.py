@@ -1,0 +1,55 @@
+"""Shared test set-up: quiet, single-machine-friendly environment and a listing factory."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from features.contract import SCHEMA  # noqa: E402
+
+DEFAULTS: dict[str, Any] = {
+    "title": "Leather bag",
+    "description": "A bag.",
+    "brand": "Acme",
+    "category": "Fashion > Bags",
+    "price": 100.0,
+    "list_price": None,
+    "currency": "EUR",
+    "listed_at": datetime(2026, 3, 1, 12, tzinfo=UTC),
+    "image_count": 1,
+    "image_hashes": None,
+    "ships_from": "DE",
+    "units_sold_30d": None,
+    "returns_30d": None,
+    "complaints_30d": None,
+    "seller_registered_at": datetime(2020, 1, 1, tzinfo=UTC),
+    "seller_country": "DE",
+    "seller_rating": 4.5,
+    "seller_review_count": 100,
+    "seller_verified": True,
+    "seller_contact_hash": None,
+    "is_counterfeit": None,
+}
+
+
+def listings(*rows: dict[str, Any]) -> pl.DataFrame:
+    """A contract-typed frame; each row gives listing_id/seller_id and what differs."""
+    records = []
+    for i, row in enumerate(rows):
+        record = {"listing_id": f"L{i + 1}", "seller_id": f"S{i + 1}", **DEFAULTS, **row}
+        records.append({name: record[name] for name in SCHEMA})
+    return pl.DataFrame(records, schema=SCHEMA)
+
+
+@pytest.fixture
+def make_listings():
+    return listings
