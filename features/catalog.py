@@ -274,9 +274,20 @@ def _reason(currency: str | None) -> pl.Expr:
 
 
 def _duplicates(typed: pl.LazyFrame) -> pl.DataFrame:
-    """Listing ids seen more than once among otherwise-good rows, with their first row key."""
+    """Listing ids seen more than once in the batch, with the key of their first row.
+
+    Groups 64-bit hashes (one narrow pass), then checks the few candidate ids exactly."""
+    ids = typed.select("listing_id", "_key").drop_nulls("listing_id")
+    repeated_hashes = (
+        ids.select(pl.col("listing_id").hash(seed=0).alias("_h"))
+        .group_by("_h").agg(pl.len().alias("_n"))
+        .filter(pl.col("_n") > 1)
+        .collect(engine="streaming")["_h"]
+    )
+    if repeated_hashes.is_empty():
+        return pl.DataFrame(schema={"listing_id": pl.String, "_first_key": pl.Int64})
     return (
-        typed.filter(pl.col("_reason").is_null())
+        ids.filter(pl.col("listing_id").hash(seed=0).is_in(repeated_hashes.implode()))
         .group_by("listing_id")
         .agg(pl.len().alias("_n"), pl.col("_key").min().alias("_first_key"))
         .filter(pl.col("_n") > 1)

@@ -38,6 +38,7 @@ COPY_WORDS_RE = (
     r"\b(?:" + "|".join(w.replace(" ", r"\s+") for w in COPY_WORDS) + r")\b"
     r"|\baaa(?:\+|\b)|(?:^|[^\d])1\s?:\s?1(?:[^\d]|$)|高仿|复刻|a货"
 )
+PUNCT_RE = r"[\p{P}\p{S}]+"
 # Innocent look-alike words that genuine accessories and homages use.
 LOOKALIKE_RE = r"\b(?:style|inspired|compatible|for use with|case for|alike|homage)\b"
 
@@ -56,8 +57,9 @@ KEYBOARD = {
 # ------------------------------------------------------------------ stateless features
 
 def normalized_text(col: str) -> pl.Expr:
-    """Lower-case text with every run of non-alphanumerics as one space, padded by spaces."""
-    body = pl.col(col).fill_null("").str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ")
+    """Lower-case text with punctuation and symbols as spaces, padded by spaces, so that
+    " word " patterns match whole words."""
+    body = pl.col(col).fill_null("").str.to_lowercase().str.replace_all(PUNCT_RE, " ")
     return pl.concat_str([pl.lit(" "), body, pl.lit(" ")])
 
 
@@ -91,7 +93,7 @@ def brand_missing_from_title() -> pl.Expr:
 
 def title_upper_ratio() -> pl.Expr:
     """Share of the title's letters in capitals (shouting)."""
-    letters = pl.col("title").str.count_matches(r"\p{L}")
+    letters = pl.col("title").str.len_chars() - pl.col("title").str.count_matches(r"\P{L}")
     upper = pl.col("title").str.count_matches(r"\p{Lu}")
     return pl.when(letters > 0).then(upper / letters).otherwise(0.0).alias("title_upper_ratio")
 
@@ -159,7 +161,8 @@ STATELESS = (
 
 
 def _normalize(expr: pl.Expr) -> pl.Expr:
-    return expr.str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
+    """A brand name as it appears in normalized text: lower case, single spaces."""
+    return expr.str.to_lowercase().str.replace_all(r"[\p{P}\p{S}\s]+", " ").str.strip_chars()
 
 
 # ------------------------------------------------------------------ price levels (stateful)
@@ -316,6 +319,11 @@ def _drop_common_words(
 
 def apply_brand_lexicon(lf: pl.LazyFrame, state: BrandLexicon) -> pl.LazyFrame:
     """brand_known, brand_typosquat (declared brand) and title_typosquat (title tokens)."""
+    return lf.with_columns(brand_lexicon_features(state))
+
+
+def brand_lexicon_features(state: BrandLexicon) -> list[pl.Expr]:
+    """The lexicon's features as expressions (so they share work with the text features)."""
     patterns = state.variants["pattern"]
     similarity = state.variants["similarity"]
     known = state.known["brand_norm"]
@@ -330,14 +338,14 @@ def apply_brand_lexicon(lf: pl.LazyFrame, state: BrandLexicon) -> pl.LazyFrame:
         return best.fill_null(0.0)
 
     brand = _normalize(pl.col("brand"))
-    return lf.with_columns(
+    return [
         pl.when(pl.col("brand").is_not_null()).then(brand.is_in(known.implode()))
         .alias("brand_known"),
         pl.when(pl.col("brand").is_not_null())
         .then(squat(pl.concat_str([pl.lit(" "), brand, pl.lit(" ")])))
         .alias("brand_typosquat"),
         squat(normalized_text("title")).alias("title_typosquat"),
-    )
+    ]
 
 
 # ------------------------------------------------------------------ brand risk (stateful, labels)
@@ -640,11 +648,8 @@ def build_features(
     aggregates when `lf` is a chunk of a larger batch."""
     if aggregates is None:
         aggregates = batch_aggregates(lf, state)
-    rows = lf.with_columns(
-        *(f() for f in STATELESS),
-    )
+    rows = lf.with_columns(*(f() for f in STATELESS), *brand_lexicon_features(state.lexicon))
     rows = apply_brand_prices(rows, state.prices)
-    rows = apply_brand_lexicon(rows, state.lexicon)
     rows = apply_brand_risk(rows, state.risk)
     rows = apply_category_codes(rows, state.categories)
     rows = apply_batch_aggregates(rows, aggregates)
