@@ -1,0 +1,466 @@
+"""Evaluation metrics as fraud officers work, a rules baseline, and report figures.
+
+Evaluation runs on the labelled rows of a validation time window. Officers review a fixed
+number of listings per day, and several listings of one seller are one case, so the headline
+metrics are daily precision at k, with and without per-seller deduplication. Everything here is
+a pure function of numpy / polars inputs; figures use matplotlib's object API (Agg canvas, no
+pyplot state, nothing shown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike, NDArray
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+NAN = float("nan")
+
+METRIC_KEYS: tuple[str, ...] = (
+    "average_precision",
+    "roc_auc",
+    "precision_at_k",
+    "seller_precision_at_k",
+    "recall_at_p90",
+    "brier",
+    "positives",
+    "rows",
+)
+
+# Rules baseline: weights of the hand rules (sum to 1) and of the price tie-break.
+RULE_WEIGHTS: dict[str, float] = {"price": 0.4, "copy_words": 0.3, "complaints": 0.3}
+TIE_BREAK_WEIGHT = 1e-3
+PRICE_RATIO_LIMIT = 0.5
+COMPLAINT_RATE_LIMIT = 0.05
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A score threshold (flag when score >= threshold) and how it was chosen."""
+
+    threshold: float
+    rule: str
+    precision: float
+    recall: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Overall metrics (keys in METRIC_KEYS) and the same metrics per category."""
+
+    metrics: dict[str, float]
+    per_category: pl.DataFrame
+
+
+# --------------------------------------------------------------------------- input helpers
+
+
+def _labels(y: ArrayLike) -> NDArray[np.int8]:
+    """Binary labels as int8 0/1; refuses nulls / NaN and values other than 0/1."""
+    if isinstance(y, pl.Series) and y.null_count():
+        raise ValueError("labels contain nulls: evaluate labelled rows only")
+    arr = y.to_numpy() if isinstance(y, pl.Series) else np.asarray(y)
+    if arr.dtype == object or arr.dtype.kind == "f":
+        arr = np.array([np.nan if v is None else v for v in arr.ravel()], dtype=np.float64)
+        if np.isnan(arr).any():
+            raise ValueError("labels contain nulls/NaN: evaluate labelled rows only")
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        raise ValueError("labels must be 0/1 (or booleans)")
+    return arr.astype(np.int8).reshape(-1)
+
+
+def _scores(score: ArrayLike, n: int) -> NDArray[np.float64]:
+    """Scores as float64, checked against the label count and for NaN."""
+    arr = np.asarray(score.to_numpy() if isinstance(score, pl.Series) else score, np.float64)
+    arr = arr.reshape(-1)
+    if arr.size != n:
+        raise ValueError(f"{arr.size} scores for {n} labels")
+    if np.isnan(arr).any():
+        raise ValueError("scores contain NaN")
+    return arr
+
+
+def _column(values: ArrayLike, n: int, what: str) -> pl.Series:
+    """A grouping column (day, seller, category) as a polars Series of length n."""
+    if isinstance(values, pl.Series):
+        s = values
+    else:
+        arr = np.asarray(values)
+        s = pl.Series(what, arr.tolist() if arr.dtype == object else arr)
+    if s.len() != n:
+        raise ValueError(f"{s.len()} {what} values for {n} labels")
+    return s.alias(what)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
+# --------------------------------------------------------------------------- ranking metrics
+
+
+def precision_at_k_daily(y: ArrayLike, score: ArrayLike, day: ArrayLike, k: int) -> float:
+    """Mean over days of the precision among that day's k highest-scoring rows.
+
+    A day with fewer than k rows contributes the precision over all its rows. Ties in score
+    are broken by row order. NaN when there are no rows.
+    """
+    _check_k(k)
+    labels = _labels(y)
+    frame = pl.DataFrame(
+        {"y": labels, "score": _scores(score, labels.size), "day": _column(day, labels.size, "day")}
+    )
+    if frame.height == 0:
+        return NAN
+    top = frame.filter(pl.col("score").rank("ordinal", descending=True).over("day") <= k)
+    return float(top.group_by("day").agg(pl.col("y").mean())["y"].mean())
+
+
+def seller_precision_at_k_daily(
+    y: ArrayLike, score: ArrayLike, day: ArrayLike, seller: ArrayLike, k: int
+) -> float:
+    """Daily precision at k where a seller counts once per day.
+
+    Per day, each seller is represented by their best-scoring row; the k sellers with the highest
+    such rows are taken, and precision is computed over those k rows. Averaged over days.
+    Ties are broken by row order. NaN when there are no rows.
+    """
+    _check_k(k)
+    labels = _labels(y)
+    n = labels.size
+    frame = pl.DataFrame(
+        {
+            "y": labels,
+            "score": _scores(score, n),
+            "day": _column(day, n, "day"),
+            "seller": _column(seller, n, "seller"),
+        }
+    )
+    if frame.height == 0:
+        return NAN
+    best_per_seller = frame.filter(
+        pl.col("score").rank("ordinal", descending=True).over("day", "seller") == 1
+    )
+    top = best_per_seller.filter(pl.col("score").rank("ordinal", descending=True).over("day") <= k)
+    return float(top.group_by("day").agg(pl.col("y").mean())["y"].mean())
+
+
+# --------------------------------------------------------------------------- threshold metrics
+
+
+def _pr_points(
+    labels: NDArray[np.int8], scores: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Thresholds (distinct scores, descending) with precision and recall of score >= t."""
+    order = np.argsort(-scores, kind="stable")
+    s, yy = scores[order], labels[order]
+    last_of_value = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = np.cumsum(yy)[last_of_value].astype(np.float64)
+    flagged = (last_of_value + 1).astype(np.float64)
+    positives = float(labels.sum())
+    recall = tp / positives if positives else np.full_like(tp, NAN)
+    return s[last_of_value], tp / flagged, recall
+
+
+def recall_at_precision(y: ArrayLike, score: ArrayLike, target: float = 0.9) -> float:
+    """Highest recall of any rule `score >= t` whose precision is >= target.
+
+    0.0 when no threshold reaches the target precision; NaN when there are no positives.
+    """
+    labels = _labels(y)
+    scores = _scores(score, labels.size)
+    if labels.sum() == 0:
+        return NAN
+    _, precision, recall = _pr_points(labels, scores)
+    ok = precision >= target
+    return float(recall[ok].max()) if ok.any() else 0.0
+
+
+def choose_threshold(
+    y: ArrayLike, score: ArrayLike, target_precision: float = 0.9
+) -> ThresholdChoice:
+    """Pick the flagging threshold on validation data.
+
+    Rule: the lowest threshold t with precision(score >= t) >= target_precision, i.e. the
+    highest recall at that precision. If no threshold reaches the target, the threshold with the
+    best F1 (the highest such t on ties), and `rule` says so. Raises ValueError without positives.
+    """
+    labels = _labels(y)
+    scores = _scores(score, labels.size)
+    if labels.sum() == 0:
+        raise ValueError("cannot choose a threshold: no positive labels")
+    thresholds, precision, recall = _pr_points(labels, scores)
+    reaching = np.nonzero(precision >= target_precision)[0]
+    if reaching.size:
+        i = int(reaching[-1])
+        rule = (
+            f"lowest score threshold with precision >= {target_precision:g} "
+            "(highest recall at that precision)"
+        )
+    else:
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-300)
+        i = int(np.argmax(f1))
+        rule = (
+            f"no threshold reaches precision {target_precision:g} "
+            f"(best is {precision.max():.3f}): fell back to the threshold maximising F1"
+        )
+    return ThresholdChoice(
+        threshold=float(thresholds[i]),
+        rule=rule,
+        precision=float(precision[i]),
+        recall=float(recall[i]),
+    )
+
+
+# --------------------------------------------------------------------------- full evaluation
+
+
+def _metrics(frame: pl.DataFrame, k: int) -> dict[str, float]:
+    """All metrics of one frame with columns y, score, day, seller; NaN where undefined."""
+    labels = frame["y"].to_numpy().astype(np.int8)
+    scores = frame["score"].to_numpy().astype(np.float64)
+    rows, positives = labels.size, int(labels.sum())
+    both_classes = 0 < positives < rows
+    if rows == 0:
+        return {key: (0.0 if key in ("rows", "positives") else NAN) for key in METRIC_KEYS}
+    return {
+        "average_precision": (float(average_precision_score(labels, scores)) if positives else NAN),
+        "roc_auc": float(roc_auc_score(labels, scores)) if both_classes else NAN,
+        "precision_at_k": precision_at_k_daily(labels, scores, frame["day"], k),
+        "seller_precision_at_k": seller_precision_at_k_daily(
+            labels, scores, frame["day"], frame["seller"], k
+        ),
+        "recall_at_p90": recall_at_precision(labels, scores, 0.9),
+        "brier": float(np.mean((scores - labels) ** 2)),
+        "positives": float(positives),
+        "rows": float(rows),
+    }
+
+
+def evaluate(
+    y: ArrayLike,
+    score: ArrayLike,
+    day: ArrayLike,
+    seller: ArrayLike,
+    category: ArrayLike,
+    k: int,
+) -> Evaluation:
+    """Overall and per-category metrics (see METRIC_KEYS).
+
+    Undefined metrics (no positives, one class only, no rows) are NaN in `metrics` and null in
+    `per_category` (one row per category, sorted by category).
+    """
+    _check_k(k)
+    labels = _labels(y)
+    n = labels.size
+    frame = pl.DataFrame(
+        {
+            "y": labels,
+            "score": _scores(score, n),
+            "day": _column(day, n, "day"),
+            "seller": _column(seller, n, "seller"),
+            "category": _column(category, n, "category"),
+        }
+    )
+    per_category = [
+        {"category": key[0], **_metrics(part, k)}
+        for key, part in frame.partition_by("category", as_dict=True, maintain_order=True).items()
+    ]
+    table = pl.DataFrame(
+        per_category,
+        schema={"category": frame["category"].dtype, **dict.fromkeys(METRIC_KEYS, pl.Float64)},
+    )
+    table = table.with_columns(pl.col(METRIC_KEYS).fill_nan(None)).sort("category", nulls_last=True)
+    return Evaluation(metrics=_metrics(frame, k), per_category=table)
+
+
+# --------------------------------------------------------------------------- rules baseline
+
+
+def _fires(features: pl.DataFrame, column: str, condition: pl.Expr) -> pl.Expr:
+    """A rule on one column; missing column or null value means the rule does not fire."""
+    if column not in features.columns:
+        return pl.lit(False)
+    return condition.fill_null(False)
+
+
+def rules_baseline_score(features: pl.DataFrame) -> NDArray[np.float64]:
+    """What an officer does by hand, as a score in [0, 1].
+
+    Rules: price far below the brand's level (price_brand_ratio < 0.5), copy words in title or
+    description (title_copy_words + description_copy_words > 0), complaints (complaint_rate > 0.05
+    or complaints_30d > 0). Score = weighted share of rules firing (RULE_WEIGHTS), plus a tiny
+    tie-break rising as price_brand_ratio falls. Nulls and missing columns never fire.
+    """
+    cols = features.columns
+    ratio = pl.col("price_brand_ratio").cast(pl.Float64)
+    price = _fires(features, "price_brand_ratio", ratio < PRICE_RATIO_LIMIT)
+    copy_terms = [
+        pl.col(c).cast(pl.Float64).fill_null(0.0)
+        for c in ("title_copy_words", "description_copy_words")
+        if c in cols
+    ]
+    copy_words = (pl.sum_horizontal(copy_terms) > 0) if copy_terms else pl.lit(False)
+    complaints = _fires(
+        features, "complaint_rate", pl.col("complaint_rate") > COMPLAINT_RATE_LIMIT
+    ) | _fires(features, "complaints_30d", pl.col("complaints_30d") > 0)
+    tie_break = (
+        (1.0 / (1.0 + ratio.clip(lower_bound=0.0))).fill_nan(0.0).fill_null(0.0)
+        if "price_brand_ratio" in cols
+        else pl.lit(0.0)
+    )
+    rules = (
+        price.cast(pl.Float64) * RULE_WEIGHTS["price"]
+        + copy_words.cast(pl.Float64) * RULE_WEIGHTS["copy_words"]
+        + complaints.cast(pl.Float64) * RULE_WEIGHTS["complaints"]
+    )
+    score = rules * (1.0 - TIE_BREAK_WEIGHT) + tie_break * TIE_BREAK_WEIGHT
+    # with_columns broadcasts all-literal expressions (no rule column present) to the frame height
+    out = features.with_columns(score.alias("__baseline_score__"))["__baseline_score__"]
+    return out.cast(pl.Float64).to_numpy().clip(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figure(width: float = 6.4, height: float = 4.8, **kwargs: object) -> Figure:
+    """A figure on an Agg canvas (no pyplot, no display)."""
+    fig = Figure(figsize=(width, height), **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _pr_curve(
+    labels: NDArray[np.int8], scores: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Recall and precision points starting at (0, 1), for a step plot."""
+    _, precision, recall = _pr_points(labels, scores)
+    return np.r_[0.0, recall], np.r_[1.0, precision]
+
+
+def pr_curve_figure(y: ArrayLike, scores: Mapping[str, ArrayLike]) -> Figure:
+    """Precision-recall curves of the model and baselines on one axis, AP in the legend."""
+    labels = _labels(y)
+    fig = _figure()
+    ax = fig.add_subplot()
+    if labels.sum() == 0:
+        ax.set_title("Precision-recall: no positive labels")
+    for name, raw in scores.items():
+        s = _scores(raw, labels.size)
+        if labels.sum() == 0:
+            continue
+        ap = average_precision_score(labels, s)
+        recall, precision = _pr_curve(labels, s)
+        ax.step(recall, precision, where="post", label=f"{name} (AP={ap:.3f})")
+    if labels.size:
+        ax.axhline(labels.mean(), color="grey", linestyle=":", label="prevalence")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def calibration_figure(y: ArrayLike, score: ArrayLike, bins: int = 10) -> Figure:
+    """Reliability diagram (observed share of fakes per score bin) over a score histogram."""
+    labels = _labels(y)
+    scores = _scores(score, labels.size)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    used = counts > 0
+    mean_score = np.bincount(which, scores, bins)[used] / counts[used]
+    observed = np.bincount(which, labels.astype(np.float64), bins)[used] / counts[used]
+
+    fig = _figure(6.4, 6.4)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    top.plot(mean_score, observed, marker="o", label="model")
+    top.set(ylabel="observed share of fakes", ylim=(0, 1), title="Calibration")
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.hist(scores, bins=edges, color="tab:blue", alpha=0.7)
+    bottom.set(xlabel="predicted P(fake)", ylabel="rows", xlim=(0, 1))
+    bottom.set_yscale("log" if counts.max(initial=0) > 100 else "linear")
+    return fig
+
+
+def importance_figure(names: Sequence[str], gains: ArrayLike, top: int = 25) -> Figure:
+    """Horizontal bars of the `top` features by gain, largest on top."""
+    gain = np.asarray(gains, dtype=np.float64).reshape(-1)
+    if gain.size != len(names):
+        raise ValueError(f"{gain.size} gains for {len(names)} names")
+    order = np.argsort(-gain, kind="stable")[:top][::-1]
+    fig = _figure(6.4, max(2.0, 0.25 * order.size + 1.0))
+    ax = fig.add_subplot()
+    ax.barh([names[i] for i in order], gain[order], color="tab:blue")
+    ax.set(xlabel="total gain", title=f"Feature importance (top {order.size})")
+    fig.tight_layout()
+    return fig
+
+
+def _value_ranks(column: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Percentile rank of each value in [0, 1]; NaN stays NaN (drawn grey)."""
+    out = np.full(column.size, NAN)
+    finite = ~np.isnan(column)
+    if finite.any():
+        ranks = pl.Series(column[finite]).rank("average").to_numpy()
+        out[finite] = (ranks - 1) / max(finite.sum() - 1, 1)
+    return out
+
+
+def shap_summary_figure(
+    contrib: ArrayLike,
+    X: ArrayLike,
+    names: Sequence[str],
+    top: int = 20,
+    max_points: int = 5_000,
+    seed: int = 0,
+) -> Figure:
+    """Beeswarm-like summary of per-row feature contributions (LightGBM pred_contrib).
+
+    `contrib` is (n, f + 1) with the bias in the last column; `X` is (n, f). Features are ordered
+    by mean |contribution|; each row is a point at its contribution, coloured by the rank of its
+    feature value (blue low, red high, grey missing). At most `max_points` rows are drawn.
+    """
+    c = np.asarray(contrib, dtype=np.float64)
+    x = np.asarray(X, dtype=np.float64)
+    f = len(names)
+    if c.ndim != 2 or x.ndim != 2 or c.shape != (x.shape[0], f + 1) or x.shape[1] != f:
+        raise ValueError(f"need contrib (n, {f + 1}) and X (n, {f}); got {c.shape} and {x.shape}")
+    rng = np.random.default_rng(seed)
+    if c.shape[0] > max_points:
+        keep = np.sort(rng.choice(c.shape[0], max_points, replace=False))
+        c, x = c[keep], x[keep]
+    c = c[:, :f]
+    order = np.argsort(-np.abs(c).mean(axis=0), kind="stable")[:top][::-1]
+
+    fig = _figure(7.0, max(2.5, 0.35 * order.size + 1.2))
+    ax = fig.add_subplot()
+    points = None
+    for row, j in enumerate(order):
+        jitter = rng.uniform(-0.3, 0.3, c.shape[0])
+        ranks = _value_ranks(x[:, j])
+        missing = np.isnan(ranks)
+        ax.scatter(c[missing, j], row + jitter[missing], s=4, color="lightgrey")
+        points = ax.scatter(
+            c[~missing, j],
+            row + jitter[~missing],
+            s=4,
+            c=ranks[~missing],
+            cmap="coolwarm",
+            vmin=0.0,
+            vmax=1.0,
+        )
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    ax.set_yticks(range(order.size), [names[j] for j in order])
+    ax.set(xlabel="contribution to log-odds of fake", title="Feature contributions")
+    if points is not None:
+        fig.colorbar(points, ax=ax, label="feature value (rank, low to high)")
+    fig.tight_layout()
+    return fig
