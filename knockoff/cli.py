@@ -7,7 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 EXIT_USER_ERROR = 2
 
@@ -47,6 +52,41 @@ def cmd_features(args: argparse.Namespace) -> None:
     _print_summary(feature_table(args.input, args.out, state_dir=args.state, fmt=args.format))
 
 
+def _date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date: {text!r} (e.g. 2026-05-01)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _config(path: str | None) -> TrainConfig:
+    from training.config import TrainConfig
+
+    try:
+        return TrainConfig.from_toml(path) if path else TrainConfig()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from training.split import SplitError
+    from training.train import TrainError, train
+
+    try:
+        result = train(args.catalog, _config(args.config), valid_from=args.valid_from,
+                       progress=sys.stderr.isatty())
+    except (SplitError, TrainError) as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"knockoff train: {result.model_version} "
+        + ("promoted to champion" if result.promoted else "not promoted")
+        + (f" (champion before: {result.champion_before})" if result.champion_before else ""),
+        file=sys.stderr,
+    )
+    _print_summary(result.summary())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="knockoff", description="Counterfeit-listing detection for e-commerce catalogs."
@@ -68,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="feature state folder: used if it exists, else fitted+saved")
     p.add_argument("--format", choices=["parquet", "csv"])
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train, evaluate, track in MLflow, register, export ONNX")
+    p.add_argument("--catalog", required=True, help="labelled catalog file or folder")
+    p.add_argument("--valid-from", type=_date, help="first day of the validation window "
+                   "(default: the newest listing minus valid_days)")
+    p.add_argument("--config", help="train.toml (defaults for anything not set)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

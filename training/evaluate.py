@@ -210,9 +210,12 @@ def choose_threshold(
             f"no threshold reaches precision {target_precision:g} "
             f"(best is {precision.max():.3f}): fell back to the threshold maximising F1"
         )
+    # Place the threshold halfway to the next lower score, so no validation row sits exactly on
+    # it (float32 inference could otherwise flip that row's flag); the same rows are flagged.
+    below = thresholds[i + 1] if i + 1 < thresholds.size else thresholds[i]
     return ThresholdChoice(
-        threshold=float(thresholds[i]),
-        rule=rule,
+        threshold=float((thresholds[i] + below) / 2),
+        rule=rule + "; placed halfway to the next lower validation score",
         precision=float(precision[i]),
         recall=float(recall[i]),
     )

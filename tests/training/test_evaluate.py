@@ -82,10 +82,12 @@ def test_recall_at_precision_hand_computed() -> None:
 def test_choose_threshold_lowest_threshold_reaching_target() -> None:
     choice = choose_threshold(Y, SCORE, 0.9)
     assert isinstance(choice, ThresholdChoice)
-    assert (choice.threshold, choice.precision, choice.recall) == pytest.approx((0.85, 1.0, 0.5))
+    # halfway between the chosen score 0.85 and the next lower one, 0.80
+    assert (choice.threshold, choice.precision, choice.recall) == pytest.approx((0.825, 1.0, 0.5))
     assert "precision >= 0.9" in choice.rule
     low = choose_threshold(Y, SCORE, 0.8)
-    assert (low.threshold, low.precision, low.recall) == pytest.approx((0.70, 0.8, 4 / 6))
+    # chosen score 0.70, next lower 0.60
+    assert (low.threshold, low.precision, low.recall) == pytest.approx((0.65, 0.8, 4 / 6))
 
 
 def test_choose_threshold_falls_back_to_f1() -> None:
@@ -94,6 +96,7 @@ def test_choose_threshold_falls_back_to_f1() -> None:
     y, score = [0, 1, 0, 1], [0.9, 0.8, 0.7, 0.6]
     assert recall_at_precision(y, score, 0.9) == 0.0
     choice = choose_threshold(y, score, 0.9)
+    # the lowest score has no lower neighbour: the threshold is the score itself
     assert (choice.threshold, choice.precision, choice.recall) == pytest.approx((0.6, 0.5, 1.0))
     assert "F1" in choice.rule and "no threshold reaches" in choice.rule
 

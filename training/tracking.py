@@ -1,0 +1,218 @@
+"""Every MLflow call in Knockoff lives here: runs, artifacts, the registry, bundle download.
+
+Tracking URI: `MLFLOW_TRACKING_URI` if set, else SQLite under the project's `mlflow/` folder.
+Artifacts of a SQLite store sit next to its database file (`artifacts/`). Telemetry is off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+PROJECT_MLFLOW_DIR = Path(__file__).resolve().parents[1] / "mlflow"
+EXPERIMENT = "knockoff"
+CHAMPION = "champion"
+BUNDLE_ARTIFACT = "bundle"
+BUNDLE_TAG = "bundle_uri"
+PIP_REQUIREMENTS = ["onnxruntime", "onnx", "numpy"]
+
+
+class RegistryError(LookupError):
+    """A model reference that does not resolve (unknown name, alias or version)."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version and the run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_MLFLOW_DIR / 'mlflow.db'}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go next to the database, not into the working directory."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def _mlflow() -> Any:
+    """Import mlflow with telemetry off and point it at the store (called lazily, not at import)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def _experiment_id(mlflow: Any, name: str) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return mlflow.create_experiment(name, artifact_location=_artifact_root(tracking_uri()))
+
+
+@contextmanager
+def start_run(
+    run_name: str,
+    params: Mapping[str, object],
+    tags: Mapping[str, object],
+    *,
+    nested: bool = False,
+    experiment: str = EXPERIMENT,
+) -> Iterator[str]:
+    """A run with the whole config as params and provenance as tags; yields the run id."""
+    mlflow = _mlflow()
+    experiment_id = _experiment_id(mlflow, experiment)
+    with mlflow.start_run(
+        run_name=run_name, experiment_id=experiment_id, nested=nested
+    ) as active:
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        yield active.info.run_id
+
+
+def log_metrics(metrics: Mapping[str, float], prefix: str = "") -> None:
+    """Log finite metrics (NaN, e.g. a metric undefined for the window, is skipped)."""
+    mlflow = _mlflow()
+    finite = {f"{prefix}{k}": float(v) for k, v in metrics.items() if v == v}
+    mlflow.log_metrics(finite)
+
+
+def log_figure(figure: Any, name: str) -> None:
+    _mlflow().log_figure(figure, name)
+
+
+def log_text(text: str, name: str) -> None:
+    _mlflow().log_text(text, name)
+
+
+def log_table(frame: pl.DataFrame, name: str) -> None:
+    """A small table as CSV (readable in the MLflow UI's artifact viewer)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        frame.write_csv(path)
+        _mlflow().log_artifact(str(path))
+
+
+def register_bundle(bundle_dir: Path, model_name: str, run_id: str) -> ModelRef:
+    """Log the bundle's ONNX model as an MLflow model, the whole bundle as the run's `bundle/`
+    artifact, and register a new version of `model_name` pointing at both."""
+    mlflow = _mlflow()
+    import onnx
+
+    info = mlflow.onnx.log_model(
+        onnx.load(str(bundle_dir / "model.onnx")),
+        name="model",
+        onnx_execution_providers=["CPUExecutionProvider"],
+        pip_requirements=PIP_REQUIREMENTS,
+    )
+    version = mlflow.register_model(info.model_uri, model_name)
+    ref = ModelRef(model_name, str(version.version), run_id)
+    spec_path = bundle_dir / "feature_spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec["model_version"] = ref.label
+    spec["run_id"] = run_id
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    mlflow.log_artifacts(str(bundle_dir), artifact_path=BUNDLE_ARTIFACT)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(
+        model_name, ref.version, BUNDLE_TAG, f"runs:/{run_id}/{BUNDLE_ARTIFACT}"
+    )
+    return ref
+
+
+def champion(model_name: str) -> ModelRef | None:
+    """The version holding the champion alias, or None when there is none yet."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return ModelRef(model_name, str(version.version), version.run_id)
+
+
+def promote(ref: ModelRef) -> None:
+    _mlflow().MlflowClient().set_registered_model_alias(ref.name, CHAMPION, ref.version)
+
+
+def set_run_tags(tags: Mapping[str, object]) -> None:
+    _mlflow().set_tags({k: str(v) for k, v in tags.items()})
+
+
+def resolve(ref: str) -> ModelRef:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` to a registered version."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    body = ref.removeprefix("models:/")
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = body.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except (ValueError, mlflow.exceptions.MlflowException) as exc:
+        raise RegistryError(
+            f"{ref}: no such registered model version in {tracking_uri()} "
+            f"({str(exc).splitlines()[0]}); train one with `knockoff train` first"
+        ) from None
+    return ModelRef(name, str(version.version), version.run_id)
+
+
+def bundle_location(run_id: str) -> str:
+    """Where a run's bundle lives: a local folder for a local store, else its artifact URI."""
+    uri = f"{_mlflow().get_run(run_id).info.artifact_uri}/{BUNDLE_ARTIFACT}"
+    return uri.removeprefix("file://")
+
+
+def download_bundle(ref: str, dst: Path | None = None) -> tuple[Path, ModelRef | None]:
+    """A local bundle folder for a model reference: a folder path, `runs:/RUN/bundle`, or a
+    registered version (`models:/knockoff@champion`, `models:/knockoff/3`)."""
+    if Path(ref).is_dir():
+        return Path(ref), None
+    mlflow = _mlflow()
+    model: ModelRef | None = None
+    if ref.startswith("models:/"):
+        model = resolve(ref)
+        uri = f"runs:/{model.run_id}/{BUNDLE_ARTIFACT}"
+    elif ref.startswith("runs:/"):
+        uri = ref
+    else:
+        raise RegistryError(
+            f"{ref}: not a bundle folder, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI"
+        )
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=None if dst is None else str(dst)
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"{ref}: bundle not found ({str(exc).splitlines()[0]})") from None
+    return Path(local), model

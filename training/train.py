@@ -1,0 +1,448 @@
+"""`knockoff train`: time split, features, LightGBM vs baselines, MLflow run, ONNX bundle,
+registry and champion promotion."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from tqdm.auto import tqdm
+
+from features.catalog import read_catalog
+from features.contract import LABEL
+from features.pipeline import FEATURE_COLUMNS, FeatureState, build_features, fit_state
+from training import tracking
+from training.config import TrainConfig
+from training.evaluate import (
+    Evaluation,
+    calibration_figure,
+    choose_threshold,
+    evaluate,
+    importance_figure,
+    pr_curve_figure,
+    rules_baseline_score,
+    shap_summary_figure,
+)
+from training.export import Bundle, write_bundle
+from training.split import Windows, split, time_windows
+
+TRUTH = "true_is_counterfeit"  # ground truth that synthetic catalogs carry (optional)
+KEEP = ("listing_id", "seller_id", "listed_at", "category", LABEL)
+PRIMARY = "average_precision"
+# Domain knowledge the model must respect, whatever the sample says: a lower price or more
+# copy words never make a listing look safer (sellers cannot game the score that way).
+MONOTONE = {
+    "price_brand_ratio": -1, "price_category_ratio": -1, "discount_depth": 1,
+    "seller_low_price_share": 1, "seller_median_price_ratio": -1,
+    "title_copy_words": 1, "description_copy_words": 1, "complaint_rate": 1,
+}
+
+
+class TrainError(ValueError):
+    """The catalog cannot train a model (no labels, one class only, empty window)."""
+
+
+@dataclass
+class Timings:
+    """Seconds per stage, for the run's tags and the summary line."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str, quiet: bool = False) -> Iterator[None]:
+        if not quiet:
+            print(f"knockoff train: {name} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Validated rows split by time, fitted feature state, and the feature tables."""
+
+    windows: Windows
+    state: FeatureState
+    train: pl.DataFrame  # labelled training rows: KEEP + features
+    valid: pl.DataFrame  # every validation row: KEEP (+ truth) + features
+    valid_rows: pl.DataFrame  # the validation window's validated catalog rows
+    counts: dict[str, int]
+    fingerprint: str
+    has_truth: bool
+
+    @property
+    def valid_labelled(self) -> pl.DataFrame:
+        return self.valid.filter(pl.col(LABEL).is_not_null())
+
+
+def matrix(frame: pl.DataFrame) -> NDArray[np.float32]:
+    """The model's input: FEATURE_COLUMNS as a float32 matrix, nulls as NaN."""
+    return frame.select(FEATURE_COLUMNS).to_numpy().astype(np.float32, copy=False)
+
+
+def labels(frame: pl.DataFrame, column: str = LABEL) -> NDArray[np.int8]:
+    return frame[column].cast(pl.Int8).to_numpy()
+
+
+def catalog_fingerprint(files: tuple[Path, ...]) -> str:
+    """sha256 over each file's name, size and first and last MiB: cheap and content-bound."""
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with path.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).resolve().parent, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def prepare(
+    catalog_path: str | Path, config: TrainConfig, valid_from: datetime | None
+) -> Prepared:
+    """Validate, split by time with the delay gap, fit the state on the older window and build
+    both windows' features (seller and network aggregates over each window's rows)."""
+    catalog = read_catalog(catalog_path, currency=config.currency, keep=(TRUTH,))
+    has_truth = TRUTH in catalog.extra_columns
+    rows = catalog.rows.collect(engine="in-memory")
+    rejected = catalog.rejects.select(pl.len()).collect(engine="streaming").item()
+    if rows.is_empty():
+        raise TrainError(f"{catalog_path}: no valid rows to train on ({rejected} rejected)")
+    if rows[LABEL].drop_nulls().n_unique() < 2:
+        raise TrainError(f"{catalog_path}: training needs labelled fakes and genuine listings "
+                         f"in {LABEL}; found {rows[LABEL].drop_nulls().unique().to_list()}")
+    first, last = rows["listed_at"].min(), rows["listed_at"].max()
+    windows = time_windows(first, last, valid_from=valid_from, valid_days=config.valid_days,
+                           delay_days=config.label_delay_days)  # type: ignore[arg-type]
+    train_lf, valid_lf = split(rows.lazy(), windows)
+    state = fit_state(train_lf, label_cutoff=windows.train_end, currency=config.currency,
+                      max_image_sellers=config.max_image_sellers)
+    keep = KEEP + ((TRUTH,) if has_truth else ())
+    train, valid = pl.collect_all(
+        [build_features(train_lf, state, keep=keep).filter(pl.col(LABEL).is_not_null()),
+         build_features(valid_lf, state, keep=keep)],
+        engine="in-memory",
+    )
+    for name, frame in (("training", train), ("validation", valid.filter(pl.col(LABEL)
+                                                                          .is_not_null()))):
+        if frame[LABEL].n_unique() < 2:
+            raise TrainError(f"the {name} window has no labelled fakes or no labelled genuine "
+                             "listings; move --valid-from or use a longer catalog")
+    counts = {
+        "rows_valid": rows.height, "rows_rejected": rejected,
+        "train_rows": train_lf.select(pl.len()).collect().item(), "train_labelled": train.height,
+        "train_fakes": int(train[LABEL].sum()), "valid_rows": valid.height,
+        "valid_labelled": int(valid[LABEL].is_not_null().sum()),
+        "valid_fakes": int(valid[LABEL].sum()),
+    }
+    return Prepared(windows, state, train, valid, valid_lf.collect(), counts,
+                    catalog_fingerprint(catalog.files), has_truth)
+
+
+def lgb_params(config: TrainConfig, y_train: NDArray[np.int8]) -> dict[str, object]:
+    positives = max(int(y_train.sum()), 1)
+    weight = config.scale_pos_weight or float(np.sqrt((len(y_train) - positives) / positives))
+    return {
+        "objective": "binary", "metric": "average_precision", "verbosity": -1,
+        "num_leaves": config.num_leaves, "learning_rate": config.learning_rate,
+        "min_data_in_leaf": config.min_data_in_leaf, "feature_fraction": config.feature_fraction,
+        "bagging_fraction": config.bagging_fraction, "bagging_freq": config.bagging_freq,
+        "lambda_l2": config.lambda_l2, "scale_pos_weight": weight, "seed": config.seed,
+        "deterministic": True, "force_row_wise": True, "num_threads": config.threads,
+        "monotone_constraints": [MONOTONE.get(name, 0) for name in FEATURE_COLUMNS],
+        "monotone_constraints_method": "advanced",
+    }
+
+
+def fit_lightgbm(
+    train: pl.DataFrame, valid: pl.DataFrame, config: TrainConfig, progress: bool = True
+) -> lgb.Booster:
+    """LightGBM on labelled rows, early-stopped on the labelled validation rows; the returned
+    booster holds only the trees up to the best iteration."""
+    y_train = labels(train)
+    data = lgb.Dataset(matrix(train), y_train, feature_name=list(FEATURE_COLUMNS),
+                       free_raw_data=True)
+    check = lgb.Dataset(matrix(valid), labels(valid), reference=data)
+    bar = tqdm(total=config.num_boost_round, desc="boosting", unit="tree", disable=not progress,
+               file=sys.stderr, leave=False)
+
+    def tick(env: lgb.callback.CallbackEnv) -> None:
+        bar.update(1)
+
+    try:
+        booster = lgb.train(
+            lgb_params(config, y_train), data, num_boost_round=config.num_boost_round,
+            valid_sets=[check], valid_names=["valid"],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), tick],
+        )
+    finally:
+        bar.close()
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+
+
+def fit_logistic(train: pl.DataFrame, seed: int) -> Pipeline:
+    """The linear baseline on the same features: signed log, median impute, scale, balanced."""
+    model = make_pipeline(
+        FunctionTransformer(lambda x: np.sign(x) * np.log1p(np.abs(x))),
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed),
+    )
+    return model.fit(matrix(train).astype(np.float64), labels(train))
+
+
+def _evaluate(frame: pl.DataFrame, score: NDArray[np.float64], config: TrainConfig,
+              column: str = LABEL) -> Evaluation:
+    return evaluate(labels(frame, column), score, frame["listed_at"].dt.date(),
+                    frame["seller_id"], frame["category"], config.review_capacity)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_version: str
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    threshold: float
+    promoted: bool
+    champion_before: str | None
+    champion_before_metric: float | None
+    bundle: str
+    seconds: dict[str, float]
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id, "model_version": self.model_version,
+            "metrics": self.metrics, "baselines": self.baselines, "threshold": self.threshold,
+            "promoted": self.promoted, "champion_before": self.champion_before,
+            "bundle": self.bundle, "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+
+def score_with_bundle(bundle_dir: Path, valid_lf: pl.LazyFrame, threads: int) -> pl.DataFrame:
+    """A bundle's scores on rows, through its own feature state (for champion comparison)."""
+    bundle = Bundle.load(bundle_dir, threads=threads)
+    state = FeatureState.load(bundle.state_dir)
+    frame = build_features(valid_lf, state, keep=KEEP).collect(engine="in-memory")
+    return frame.with_columns(pl.Series("score", bundle.predict(matrix(frame))))
+
+
+def train(
+    catalog_path: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    valid_from: datetime | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """The whole training run; see the module docstring."""
+    config = config or TrainConfig()
+    timings = Timings()
+    with timings.stage("features"):
+        prepared = prepare(catalog_path, config, valid_from)
+    valid = prepared.valid_labelled
+    X_valid, y_valid = matrix(valid), labels(valid)
+    with timings.stage("lightgbm"):
+        booster = fit_lightgbm(prepared.train, valid, config, progress)
+        score = booster.predict(X_valid, num_threads=config.threads)
+    with timings.stage("baselines"):
+        baseline_scores = {
+            "rules": rules_baseline_score(valid),
+            "logistic": fit_logistic(prepared.train, config.seed).predict_proba(
+                X_valid.astype(np.float64))[:, 1],
+        }
+    model_eval = _evaluate(valid, score, config)
+    baselines = {name: _evaluate(valid, s, config) for name, s in baseline_scores.items()}
+    choice = choose_threshold(y_valid, score, config.target_precision)
+    truth_metrics: dict[str, float] = {}
+    if prepared.has_truth:
+        all_score = booster.predict(matrix(prepared.valid), num_threads=config.threads)
+        truth_metrics = _evaluate(prepared.valid, all_score, config, TRUTH).metrics
+
+    commit = git_commit()
+    tags = {
+        "git_commit": commit, "catalog": str(catalog_path),
+        "catalog_fingerprint": prepared.fingerprint, **prepared.counts,
+        **{f"window_{k}": v for k, v in prepared.windows.as_dict().items()},
+        "threshold_rule": choice.rule, "best_iteration": booster.current_iteration(),
+    }
+    with timings.stage("mlflow"), tracking.start_run("train", config.params(), tags) as run_id:
+        tracking.log_metrics(model_eval.metrics)
+        for name, ev in baselines.items():
+            tracking.log_metrics(ev.metrics, prefix=f"{name}_")
+        tracking.log_metrics(truth_metrics, prefix="truth_")
+        tracking.log_metrics({"threshold": choice.threshold, "threshold_precision":
+                              choice.precision, "threshold_recall": choice.recall})
+        _log_plots(booster, valid, X_valid, y_valid, score, baseline_scores)
+        tracking.log_table(_category_table(model_eval, baselines), "per_category.csv")
+        tracking.log_text(config.to_toml(), "train.toml")
+
+        with tempfile.TemporaryDirectory() as tmp, timings.stage("export", quiet=True):
+            bundle_dir = write_bundle(
+                Path(tmp) / "bundle", booster, FEATURE_COLUMNS, choice.threshold, X_valid,
+                write_state=prepared.state.save, config_text=config.to_toml(),
+                spec_extra={
+                    "model_name": config.model_name, "git_commit": commit,
+                    "train_window": {"start": prepared.windows.train_start,
+                                     "end": prepared.windows.train_end},
+                    "valid_window": {"start": prepared.windows.valid_start,
+                                     "end": prepared.windows.valid_end},
+                    "currency": config.currency, "threshold_rule": choice.rule,
+                    "metrics": model_eval.metrics,
+                },
+                threads=config.threads,
+            )
+            ref = tracking.register_bundle(bundle_dir, config.model_name, run_id)
+
+        before = tracking.champion(config.model_name)
+        before_metric = None
+        if before is not None:
+            champion_dir, _ = tracking.download_bundle(f"models:/{before.label}")
+            scored = score_with_bundle(champion_dir, prepared.valid_rows.lazy(), config.threads)
+            scored = scored.filter(pl.col(LABEL).is_not_null())
+            before_metric = _evaluate(scored, scored["score"].to_numpy(), config).metrics[PRIMARY]
+        promoted = before is None or model_eval.metrics[PRIMARY] > (before_metric or 0.0)
+        if promoted:
+            tracking.promote(ref)
+        tracking.log_text(
+            model_card(config, prepared, model_eval, baselines, choice.rule, choice.threshold,
+                       ref.label, before, before_metric, promoted, truth_metrics),
+            "model_card.md",
+        )
+        tracking.set_run_tags({"model_version": ref.label, "promoted": promoted,
+                               "champion_before": before.label if before else "none"})
+        bundle_path = tracking.bundle_location(run_id)
+    return TrainResult(
+        run_id, ref.label, model_eval.metrics,
+        {name: ev.metrics for name, ev in baselines.items()}, choice.threshold, promoted,
+        before.label if before else None, before_metric, bundle_path, timings.seconds,
+    )
+
+
+def _log_plots(
+    booster: lgb.Booster, valid: pl.DataFrame, X_valid: NDArray[np.float32],
+    y_valid: NDArray[np.int8], score: NDArray[np.float64],
+    baseline_scores: dict[str, NDArray[np.float64]],
+) -> None:
+    tracking.log_figure(pr_curve_figure(y_valid, {"lightgbm": score, **baseline_scores}),
+                        "pr_curve.png")
+    tracking.log_figure(calibration_figure(y_valid, score), "calibration.png")
+    gains = booster.feature_importance(importance_type="gain")
+    tracking.log_figure(importance_figure(list(FEATURE_COLUMNS), gains), "feature_importance.png")
+    sample = np.random.default_rng(0).permutation(len(X_valid))[:5000]
+    contrib = booster.predict(X_valid[sample], pred_contrib=True, num_threads=2)
+    tracking.log_figure(
+        shap_summary_figure(contrib, X_valid[sample], list(FEATURE_COLUMNS)), "shap_summary.png"
+    )
+    importance = pl.DataFrame({"feature": FEATURE_COLUMNS, "gain": gains}).sort(
+        "gain", descending=True
+    )
+    tracking.log_table(importance, "feature_importance.csv")
+
+
+def _category_table(model: Evaluation, baselines: dict[str, Evaluation]) -> pl.DataFrame:
+    table = model.per_category
+    for name, ev in baselines.items():
+        table = table.join(
+            ev.per_category.select("category", pl.col(PRIMARY).alias(f"{name}_{PRIMARY}"),
+                                   pl.col("precision_at_k").alias(f"{name}_precision_at_k")),
+            on="category", how="left",
+        )
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def model_card(
+    config: TrainConfig, prepared: Prepared, model: Evaluation,
+    baselines: dict[str, Evaluation], rule: str, threshold: float, version: str,
+    before: tracking.ModelRef | None, before_metric: float | None, promoted: bool,
+    truth: dict[str, float],
+) -> str:
+    """The run's model card in Markdown: data, metrics against baselines, threshold, limits."""
+    w, c = prepared.windows, prepared.counts
+    names = ["lightgbm", *baselines]
+    evals = [model, *baselines.values()]
+    keys = ["average_precision", "precision_at_k", "seller_precision_at_k", "recall_at_p90",
+            "roc_auc", "brier"]
+    rows = "\n".join(
+        f"| {key} | " + " | ".join(_fmt(e.metrics.get(key)) for e in evals) + " |" for key in keys
+    )
+    verdict = (
+        "promoted to `champion` (no champion before)" if promoted and before is None
+        else f"promoted to `champion`: beat {before.label} ({_fmt(before_metric)} average "
+        "precision on this validation window)" if promoted and before is not None
+        else f"not promoted: champion {before.label if before else '?'} has "
+        f"{_fmt(before_metric)} average precision on this window"
+    )
+    truth_lines = ""
+    if truth:
+        truth_lines = (
+            "\n## Against ground truth (synthetic catalogs only)\n"
+            f"Every validation row, labelled or not: average precision {_fmt(truth.get(PRIMARY))},"
+            f" precision@{config.review_capacity}/day {_fmt(truth.get('precision_at_k'))}, "
+            f"seller precision@k {_fmt(truth.get('seller_precision_at_k'))}.\n"
+        )
+    return f"""# Model card: {version}
+
+## Data
+- Training window: {w.train_start:%Y-%m-%d} to {w.train_end:%Y-%m-%d} ({c['train_rows']} rows,
+  {c['train_labelled']} labelled, {c['train_fakes']} confirmed fakes). Only labelled rows train;
+  all rows feed the seller and network features.
+- Label delay gap: {config.label_delay_days} days (rows inside it are neither trained on nor
+  evaluated; brand risk uses labels before {w.train_end:%Y-%m-%d} only).
+- Validation window: {w.valid_start:%Y-%m-%d} to {w.valid_end:%Y-%m-%d} ({c['valid_rows']} rows,
+  {c['valid_labelled']} labelled, {c['valid_fakes']} confirmed fakes).
+- Catalog fingerprint `{prepared.fingerprint}`; {c['rows_rejected']} rows rejected by validation.
+
+## Metrics on the validation window (labelled rows)
+k = {config.review_capacity} listings per day (the officers' daily review capacity).
+
+| metric | {" | ".join(names)} |
+|---|{"---|" * len(names)}
+{rows}
+{truth_lines}
+## Decision threshold
+{threshold:.4f}: {rule}
+
+## Registry
+{version}: {verdict}.
+
+## Known limits
+- Labels are a biased minority (review favours suspicious-looking listings): metrics on labelled
+  rows overstate precision on the whole catalog, and rare fake patterns are under-represented.
+- Early stopping uses the validation window, so its metrics are slightly optimistic; compare
+  models on a later window too.
+- Seller and network features are counts over the submitted batch: batches much shorter or
+  longer than the training window shift them.
+- Brand risk and price levels come from the training window; brands first seen later fall back
+  to category levels and the overall labelled fake share.
+"""
