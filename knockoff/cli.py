@@ -87,6 +87,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print_summary(result.summary())
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from training.split import SplitError
+    from training.train import TrainError
+    from training.tune import tune
+
+    if args.trials < 1:
+        raise UserError("--trials must be at least 1")
+    try:
+        summary = tune(args.catalog, args.trials, args.out, _config(args.config),
+                       valid_from=args.valid_from, progress=sys.stderr.isatty())
+    except (SplitError, TrainError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"knockoff tune: best config written to {args.out}; train with "
+          f"`knockoff train --catalog {args.catalog} --config {args.out}`", file=sys.stderr)
+    _print_summary(summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="knockoff", description="Counterfeit-listing detection for e-commerce catalogs."
@@ -115,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the newest listing minus valid_days)")
     p.add_argument("--config", help="train.toml (defaults for anything not set)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="Optuna search over LightGBM parameters (nested MLflow runs)")
+    p.add_argument("--catalog", required=True, help="labelled catalog file or folder")
+    p.add_argument("--trials", type=int, default=20, help="number of trials (default 20)")
+    p.add_argument("--out", default="best.toml", help="where to write the best config")
+    p.add_argument("--valid-from", type=_date, help="the validation window kept out of tuning")
+    p.add_argument("--config", help="base train.toml (the non-searched settings)")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 

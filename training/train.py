@@ -125,13 +125,18 @@ def git_commit() -> str:
 
 
 def prepare(
-    catalog_path: str | Path, config: TrainConfig, valid_from: datetime | None
+    catalog_path: str | Path, config: TrainConfig, valid_from: datetime | None,
+    *, before: datetime | None = None,
 ) -> Prepared:
     """Validate, split by time with the delay gap, fit the state on the older window and build
-    both windows' features (seller and network aggregates over each window's rows)."""
+    both windows' features (seller and network aggregates over each window's rows).
+    `before` drops newer rows first (tuning keeps the real validation window unseen)."""
     catalog = read_catalog(catalog_path, currency=config.currency, keep=(TRUTH,))
     has_truth = TRUTH in catalog.extra_columns
-    rows = catalog.rows.collect(engine="in-memory")
+    rows = catalog.rows
+    if before is not None:
+        rows = rows.filter(pl.col("listed_at") < before)
+    rows = rows.collect(engine="in-memory")
     rejected = catalog.rejects.select(pl.len()).collect(engine="streaming").item()
     if rows.is_empty():
         raise TrainError(f"{catalog_path}: no valid rows to train on ({rejected} rejected)")

@@ -204,3 +204,37 @@ def test_same_catalog_same_config_same_model(runs: list[TrainResult]) -> None:
     assert weak.metrics == pytest.approx(weak_again.metrics, rel=1e-12, nan_ok=True)
     assert_frame_equal(pl.DataFrame(weak.baselines), pl.DataFrame(weak_again.baselines),
                        rtol=1e-12)
+
+
+def test_tune_runs_nested_trials_and_writes_a_loadable_config(
+    runs: list[TrainResult], catalog: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    from training.tune import tune
+
+    out = tmp_path / "best.toml"
+    summary = tune(catalog, 2, out, FAST, progress=False)
+    best = TrainConfig.from_toml(out)
+    assert best.num_leaves == summary["best_params"]["num_leaves"]  # type: ignore[index]
+    assert best.threads == FAST.threads  # unsearched settings kept
+    children = MlflowClient().search_runs(
+        [MlflowClient().get_run(str(summary["run_id"])).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{summary['run_id']}'",
+    )
+    assert len(children) == 2
+    assert all("average_precision" in c.data.metrics for c in children)
+    # tuning never saw the validation window train reports on
+    tuned = summary["tuned_on"]
+    assert tuned["valid_start"] < tuned["held_out_from"]  # type: ignore[index]
+
+
+def test_cli_train_without_labels_exits_2(tmp_path: Path, store: Path, catalog: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from knockoff.cli import main
+
+    unlabelled = tmp_path / "unlabelled.csv"
+    pl.read_parquet(catalog).head(500).drop("is_counterfeit", "image_hashes").write_csv(unlabelled)
+    assert main(["train", "--catalog", str(unlabelled)]) == 2
+    err = capsys.readouterr().err
+    assert "labelled" in err and "Traceback" not in err
