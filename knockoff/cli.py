@@ -104,6 +104,21 @@ def cmd_tune(args: argparse.Namespace) -> None:
     _print_summary(summary)
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from serving.scorer import ModelLoadError, score_catalog
+
+    try:
+        summary = score_catalog(args.input, args.out, model=args.model, fmt=args.format,
+                                chunk_rows=args.chunk_rows, threads=args.threads,
+                                progress=sys.stderr.isatty())
+    except ModelLoadError as exc:
+        raise UserError(f"cannot load model {args.model}: {exc}") from None
+    print(f"knockoff score: {summary['scored']} scored, {summary['flagged']} flagged, "
+          f"{summary['rejected']} rejected -> {summary['out']} (rejects: {summary['rejects']})",
+          file=sys.stderr)
+    _print_summary(summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="knockoff", description="Counterfeit-listing detection for e-commerce catalogs."
@@ -140,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-from", type=_date, help="the validation window kept out of tuning")
     p.add_argument("--config", help="base train.toml (the non-searched settings)")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("score", help="score a catalog batch with the ONNX model")
+    p.add_argument("input", help="catalog file or folder (.parquet, .csv, .jsonl)")
+    p.add_argument("--out", required=True, help="scores .parquet or .csv; rejects go next to it")
+    p.add_argument("--model", default="models:/knockoff@champion",
+                   help="bundle folder, runs:/RUN/bundle or models:/NAME@ALIAS|/VERSION "
+                   "(default: the registered champion)")
+    p.add_argument("--format", choices=["parquet", "csv"])
+    p.add_argument("--chunk-rows", type=int, default=500_000, help="rows per scoring chunk")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
+    p.set_defaults(func=cmd_score)
     return parser
 
 

@@ -19,6 +19,7 @@ class TrainConfig:
     target_precision: float = 0.9
     # LightGBM
     num_leaves: int = 31
+    max_depth: int = 8  # bounds TreeSHAP reasons' cost (depth squared) and inference time
     learning_rate: float = 0.05
     num_boost_round: int = 300
     early_stopping_rounds: int = 40
@@ -45,6 +46,8 @@ class TrainConfig:
             problems.append("review_capacity must be >= 1")
         if not 0.0 < self.target_precision < 1.0:
             problems.append("target_precision must be between 0 and 1")
+        if self.max_depth == 0 or self.max_depth < -1:
+            problems.append("max_depth must be >= 1 (or -1 for no limit)")
         if self.num_leaves < 2 or self.num_boost_round < 1:
             problems.append("num_leaves must be >= 2 and num_boost_round >= 1")
         if not 0.0 < self.learning_rate <= 1.0:

@@ -176,7 +176,8 @@ def lgb_params(config: TrainConfig, y_train: NDArray[np.int8]) -> dict[str, obje
     weight = config.scale_pos_weight or float(np.sqrt((len(y_train) - positives) / positives))
     return {
         "objective": "binary", "metric": "average_precision", "verbosity": -1,
-        "num_leaves": config.num_leaves, "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves, "max_depth": config.max_depth,
+        "learning_rate": config.learning_rate,
         "min_data_in_leaf": config.min_data_in_leaf, "feature_fraction": config.feature_fraction,
         "bagging_fraction": config.bagging_fraction, "bagging_freq": config.bagging_freq,
         "lambda_l2": config.lambda_l2, "scale_pos_weight": weight, "seed": config.seed,

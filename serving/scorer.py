@@ -1,0 +1,214 @@
+"""The ONNX batch scorer: any catalog size in bounded memory, scores with reasons.
+
+Seller, image and network aggregates are computed over the whole batch first (one streaming
+pass of group-bys); then features, inference and writing run chunk by chunk, so the result is
+the same as scoring the catalog in one piece."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from features.catalog import (
+    CatalogError,
+    output_format,
+    read_catalog,
+    rejects_path,
+    write_frame,
+)
+from features.contract import SCORED_SCHEMA
+from features.pipeline import (
+    FEATURE_COLUMNS,
+    BatchAggregates,
+    FeatureState,
+    batch_aggregates,
+    build_features,
+)
+from serving.reasons import top_reasons
+from training import tracking
+from training.export import Bundle, BundleError
+
+DEFAULT_MODEL = "models:/knockoff@champion"
+CHUNK_ROWS = 500_000
+
+
+class ModelLoadError(Exception):
+    """The model reference cannot be turned into a usable bundle (message says why)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Scorer:
+    """A loaded bundle ready to score many batches: load once, call `score` per batch."""
+
+    bundle: Bundle
+    state: FeatureState
+    model_version: str
+
+    @classmethod
+    def load(cls, ref: str = DEFAULT_MODEL, threads: int = 2) -> Scorer:
+        """`ref`: a bundle folder, `runs:/RUN/bundle`, or a registered model
+        (`models:/knockoff@champion`, `models:/knockoff/3`)."""
+        try:
+            folder, model = tracking.download_bundle(ref)
+            bundle = Bundle.load(folder, threads=threads)
+            state = FeatureState.load(bundle.state_dir)
+        except (tracking.RegistryError, BundleError, FileNotFoundError, ValueError) as exc:
+            raise ModelLoadError(str(exc)) from None
+        if tuple(bundle.features) != FEATURE_COLUMNS:
+            raise ModelLoadError(
+                f"{folder}: the bundle's features do not match this version of Knockoff's "
+                f"features ({len(bundle.features)} vs {len(FEATURE_COLUMNS)}); retrain it"
+            )
+        version = model.label if model else bundle.spec.get("model_version") or "unregistered"
+        return cls(bundle, state, str(version))
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.threshold
+
+    def score_features(self, features: pl.DataFrame, explain: bool = True) -> pl.DataFrame:
+        """Scores for a feature table (ids + FEATURE_COLUMNS): the contract's output columns
+        plus `reason_features` (which features each reason comes from)."""
+        X = features.select(FEATURE_COLUMNS).to_numpy().astype(np.float32, copy=False)
+        score = self.bundle.predict(X) if len(X) else np.empty(0)
+        flagged = score >= self.threshold
+        reasons: list[list[str]] = [[] for _ in range(len(X))]
+        sources: list[list[str]] = [[] for _ in range(len(X))]
+        if explain and flagged.any():
+            rows = np.flatnonzero(flagged)
+            words, names = top_reasons(self.bundle.contributions(X[rows]), X[rows])
+            for i, row in enumerate(rows):
+                reasons[row], sources[row] = words[i], names[i]
+        return pl.DataFrame(
+            {
+                "listing_id": features["listing_id"],
+                "seller_id": features["seller_id"],
+                "score": score,
+                "flagged": flagged,
+                "reasons": reasons,
+                "model_version": [self.model_version] * len(X),
+                "reason_features": sources,
+            },
+            schema={**SCORED_SCHEMA, "reason_features": pl.List(pl.String)},
+        )
+
+    def score(
+        self, rows: pl.LazyFrame, *, aggregates: BatchAggregates | None = None,
+        explain: bool = True,
+    ) -> pl.DataFrame:
+        """Score validated catalog rows (one batch, in memory)."""
+        features = build_features(rows, self.state, aggregates=aggregates).collect(
+            engine="in-memory"
+        )
+        return self.score_features(features, explain)
+
+    def chunks(
+        self, rows: pl.LazyFrame, aggregates: BatchAggregates, chunk_rows: int = CHUNK_ROWS
+    ) -> Iterator[pl.DataFrame]:
+        """Scored chunks of a batch of any size: features stream from Polars while the previous
+        chunk is being scored."""
+        features = build_features(rows, self.state, aggregates=aggregates)
+        for chunk in features.collect_batches(chunk_size=chunk_rows, engine="streaming"):
+            yield self.score_features(chunk)
+
+
+@dataclass
+class _Writer:
+    """Appends scored chunks to Parquet or CSV (lists joined with `|`, as the contract says)."""
+
+    path: Path
+    fmt: str
+    _parquet: pq.ParquetWriter | None = None
+    _csv: pa_csv.CSVWriter | None = None
+
+    def write(self, chunk: pl.DataFrame) -> None:
+        if self.fmt == "csv":
+            table = chunk.with_columns(pl.col("reasons").list.join("|")).to_arrow()
+            if self._csv is None:
+                self._csv = pa_csv.CSVWriter(str(self.path), table.schema)
+            self._csv.write_table(table)
+        else:
+            table = chunk.to_arrow()
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(str(self.path), table.schema,
+                                                 compression="zstd")
+            self._parquet.write_table(table)
+
+    def close(self) -> None:
+        if self._parquet is None and self._csv is None:  # nothing scored: still a valid file
+            self.write(pl.DataFrame(schema=SCORED_SCHEMA))
+        for writer in (self._parquet, self._csv):
+            if writer is not None:
+                writer.close()
+
+
+def score_catalog(
+    source: str | Path,
+    out: str | Path,
+    *,
+    model: str = DEFAULT_MODEL,
+    fmt: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    threads: int = 2,
+    progress: bool = False,
+    scorer: Scorer | None = None,
+) -> dict[str, object]:
+    """The `knockoff score` job: validate, aggregate over the whole batch, score in chunks,
+    write scores and rejects next to each other. Returns the counts for the summary line."""
+    out = Path(out)
+    fmt = output_format(out, fmt)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    scorer = scorer or Scorer.load(model, threads=threads)
+    seconds["load_model"] = time.perf_counter() - start
+    catalog = read_catalog(source, currency=scorer.state.currency)
+
+    start = time.perf_counter()
+    aggregates = batch_aggregates(catalog.rows, scorer.state)
+    total = int(aggregates.sellers["seller_listings"].sum())
+    seconds["aggregates"] = time.perf_counter() - start
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    writer = _Writer(tmp, fmt)
+    scored = flagged = 0
+    start = time.perf_counter()
+    bar = tqdm(total=total, unit="row", unit_scale=True, desc="scoring", disable=not progress,
+               file=sys.stderr)
+    try:
+        for chunk in scorer.chunks(catalog.rows, aggregates, chunk_rows):
+            writer.write(chunk.drop("reason_features"))
+            scored += chunk.height
+            flagged += int(chunk["flagged"].sum())
+            bar.update(chunk.height)
+        writer.close()
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    seconds["features_inference_write"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    rejects = catalog.rejects.sort("file", "row_number").collect(engine="streaming")
+    write_frame(rejects, rejects_path(out), fmt)
+    seconds["rejects"] = time.perf_counter() - start
+    if scored != total:  # every valid row must come out scored; never lose one silently
+        raise CatalogError(f"{source}: scored {scored} rows but the batch has {total} valid rows")
+    return {
+        "scored": scored, "rejected": rejects.height, "flagged": flagged,
+        "rows": scored + rejects.height, "model_version": scorer.model_version,
+        "threshold": scorer.threshold, "out": str(out), "rejects": str(rejects_path(out)),
+        "ignored_columns": list(catalog.extra_columns),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
