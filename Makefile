@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := var/demo
-DEMO_LISTINGS ?= 200000
+DEMO_LISTINGS ?= 1000000
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
@@ -26,10 +26,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	mkdir -p $(DEMO)
-	$(BIN)/knockoff generate --listings $(DEMO_LISTINGS) --seed 7 --out $(DEMO)/catalog.parquet
-	$(BIN)/knockoff features $(DEMO)/catalog.parquet --out $(DEMO)/features.parquet --state $(DEMO)/feature_state
-	@echo "demo: feature table in $(DEMO)/features.parquet, rejects in $(DEMO)/features.rejects.parquet"
+	$(BIN)/knockoff demo --out $(DEMO) --listings $(DEMO_LISTINGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -38,8 +38,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     try:
         summary = generate_catalog(
-            Path(args.out), args.listings, args.seed, days=args.days, drift=args.drift,
-            progress=sys.stderr.isatty(),
+            Path(args.out), args.listings, args.seed, start=args.start.date(), days=args.days,
+            drift=args.drift, progress=sys.stderr.isatty(),
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     try:
         result = train(args.catalog, _config(args.config), valid_from=args.valid_from,
-                       progress=sys.stderr.isatty())
+                       holdout=args.holdout, progress=sys.stderr.isatty())
     except (SplitError, TrainError) as exc:
         raise UserError(str(exc)) from None
     print(
@@ -119,6 +119,12 @@ def cmd_score(args: argparse.Namespace) -> None:
     _print_summary(summary)
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from serving.demo import run_demo
+
+    _print_summary(run_demo(args.out, args.listings, args.batch, progress=sys.stderr.isatty()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="knockoff", description="Counterfeit-listing detection for e-commerce catalogs."
@@ -126,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("generate", help="write a synthetic labelled catalog")
-    p.add_argument("--listings", type=int, default=200_000, help="rows (default 200000)")
+    p.add_argument("--listings", type=int, default=1_000_000, help="rows (default 1000000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=_date, default=datetime(2026, 1, 1, tzinfo=UTC),
+                   help="first day of the time span (default 2026-01-01)")
     p.add_argument("--days", type=int, default=180, help="time span in days (default 180)")
     p.add_argument("--drift", type=float, default=1.0,
                    help="strength of late-period drift: new rings, newly targeted brands")
@@ -146,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-from", type=_date, help="first day of the validation window "
                    "(default: the newest listing minus valid_days)")
     p.add_argument("--config", help="train.toml (defaults for anything not set)")
+    p.add_argument("--holdout", help="another labelled catalog to evaluate model and baselines "
+                   "on as well (e.g. a later one)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="Optuna search over LightGBM parameters (nested MLflow runs)")
@@ -166,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-rows", type=int, default=500_000, help="rows per scoring chunk")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("demo", help="the whole loop on synthetic data")
+    p.add_argument("--out", default="var/demo", help="working folder (default var/demo)")
+    p.add_argument("--listings", type=int, default=1_000_000, help="training catalog size")
+    p.add_argument("--batch", type=int, default=200_000, help="size of the batch to score")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -234,8 +234,9 @@ def _evaluate(frame: pl.DataFrame, score: NDArray[np.float64], config: TrainConf
 class TrainResult:
     run_id: str
     model_version: str
-    metrics: dict[str, float]
-    baselines: dict[str, dict[str, float]]
+    metrics: dict[str, float]  # the model on the validation window's labelled rows
+    # where -> model/baseline name -> metrics; where: valid, valid_truth, holdout, holdout_truth
+    comparisons: dict[str, dict[str, dict[str, float]]]
     threshold: float
     promoted: bool
     champion_before: str | None
@@ -243,13 +244,26 @@ class TrainResult:
     bundle: str
     seconds: dict[str, float]
 
+    @property
+    def baselines(self) -> dict[str, dict[str, float]]:
+        return {k: v for k, v in self.comparisons["valid"].items() if k != "lightgbm"}
+
     def summary(self) -> dict[str, object]:
         return {
             "run_id": self.run_id, "model_version": self.model_version,
-            "metrics": self.metrics, "baselines": self.baselines, "threshold": self.threshold,
-            "promoted": self.promoted, "champion_before": self.champion_before,
-            "bundle": self.bundle, "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "metrics": self.metrics, "threshold": self.threshold, "promoted": self.promoted,
+            "champion_before": self.champion_before, "bundle": self.bundle,
+            "comparisons": {
+                where: {name: {k: round(v, 4) for k, v in m.items() if k in SUMMARY_KEYS}
+                        for name, m in by_name.items()}
+                for where, by_name in self.comparisons.items()
+            },
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
+
+
+SUMMARY_KEYS = ("average_precision", "precision_at_k", "seller_precision_at_k",
+                "recall_at_p90", "roc_auc", "brier")
 
 
 def score_with_bundle(bundle_dir: Path, valid_lf: pl.LazyFrame, threads: int) -> pl.DataFrame:
@@ -260,14 +274,38 @@ def score_with_bundle(bundle_dir: Path, valid_lf: pl.LazyFrame, threads: int) ->
     return frame.with_columns(pl.Series("score", bundle.predict(matrix(frame))))
 
 
+def compare(
+    frame: pl.DataFrame, booster: lgb.Booster, logistic: Pipeline, config: TrainConfig,
+    column: str = LABEL,
+) -> dict[str, Evaluation]:
+    """The model and both baselines on the rows of a feature table that have `column`."""
+    rows = frame.filter(pl.col(column).is_not_null())
+    X = matrix(rows)
+    scores = {
+        "lightgbm": booster.predict(X, num_threads=config.threads),
+        "rules": rules_baseline_score(rows),
+        "logistic": logistic.predict_proba(X.astype(np.float64))[:, 1],
+    }
+    return {name: _evaluate(rows, score, config, column) for name, score in scores.items()}
+
+
+def holdout_features(path: str | Path, state: FeatureState, config: TrainConfig) -> pl.DataFrame:
+    """Another catalog's features through this run's fitted state (aggregates over itself)."""
+    catalog = read_catalog(path, currency=config.currency, keep=(TRUTH,))
+    keep = KEEP + ((TRUTH,) if TRUTH in catalog.extra_columns else ())
+    return build_features(catalog.rows, state, keep=keep).collect(engine="in-memory")
+
+
 def train(
     catalog_path: str | Path,
     config: TrainConfig | None = None,
     *,
     valid_from: datetime | None = None,
+    holdout: str | Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """The whole training run; see the module docstring."""
+    """The whole training run; see the module docstring. `holdout`: another catalog (e.g. a
+    later one, another seed) on which model and baselines are evaluated too."""
     config = config or TrainConfig()
     timings = Timings()
     with timings.stage("features"):
@@ -278,18 +316,18 @@ def train(
         booster = fit_lightgbm(prepared.train, valid, config, progress)
         score = booster.predict(X_valid, num_threads=config.threads)
     with timings.stage("baselines"):
-        baseline_scores = {
-            "rules": rules_baseline_score(valid),
-            "logistic": fit_logistic(prepared.train, config.seed).predict_proba(
-                X_valid.astype(np.float64))[:, 1],
-        }
-    model_eval = _evaluate(valid, score, config)
-    baselines = {name: _evaluate(valid, s, config) for name, s in baseline_scores.items()}
+        logistic = fit_logistic(prepared.train, config.seed)
+        evaluations = {"valid": compare(prepared.valid, booster, logistic, config)}
+        if prepared.has_truth:
+            evaluations["valid_truth"] = compare(prepared.valid, booster, logistic, config, TRUTH)
+    if holdout is not None:
+        with timings.stage("holdout"):
+            other = holdout_features(holdout, prepared.state, config)
+            evaluations["holdout"] = compare(other, booster, logistic, config)
+            if TRUTH in other.columns:
+                evaluations["holdout_truth"] = compare(other, booster, logistic, config, TRUTH)
+    model_eval = evaluations["valid"]["lightgbm"]
     choice = choose_threshold(y_valid, score, config.target_precision)
-    truth_metrics: dict[str, float] = {}
-    if prepared.has_truth:
-        all_score = booster.predict(matrix(prepared.valid), num_threads=config.threads)
-        truth_metrics = _evaluate(prepared.valid, all_score, config, TRUTH).metrics
 
     commit = git_commit()
     tags = {
@@ -297,16 +335,20 @@ def train(
         "catalog_fingerprint": prepared.fingerprint, **prepared.counts,
         **{f"window_{k}": v for k, v in prepared.windows.as_dict().items()},
         "threshold_rule": choice.rule, "best_iteration": booster.current_iteration(),
+        "holdout": str(holdout) if holdout else "none",
     }
     with timings.stage("mlflow"), tracking.start_run("train", config.params(), tags) as run_id:
-        tracking.log_metrics(model_eval.metrics)
-        for name, ev in baselines.items():
-            tracking.log_metrics(ev.metrics, prefix=f"{name}_")
-        tracking.log_metrics(truth_metrics, prefix="truth_")
+        for where, by_name in evaluations.items():
+            for name, ev in by_name.items():
+                prefix = ("" if where == "valid" else f"{where}_") + (
+                    "" if name == "lightgbm" else f"{name}_")
+                tracking.log_metrics(ev.metrics, prefix=prefix)
         tracking.log_metrics({"threshold": choice.threshold, "threshold_precision":
                               choice.precision, "threshold_recall": choice.recall})
-        _log_plots(booster, valid, X_valid, y_valid, score, baseline_scores)
-        tracking.log_table(_category_table(model_eval, baselines), "per_category.csv")
+        baseline_scores = {"rules": rules_baseline_score(valid),
+                           "logistic": logistic.predict_proba(X_valid.astype(np.float64))[:, 1]}
+        _log_plots(booster, X_valid, y_valid, score, baseline_scores)
+        tracking.log_table(_category_table(evaluations["valid"]), "per_category.csv")
         tracking.log_text(config.to_toml(), "train.toml")
 
         with tempfile.TemporaryDirectory() as tmp, timings.stage("export", quiet=True):
@@ -337,8 +379,8 @@ def train(
         if promoted:
             tracking.promote(ref)
         tracking.log_text(
-            model_card(config, prepared, model_eval, baselines, choice.rule, choice.threshold,
-                       ref.label, before, before_metric, promoted, truth_metrics),
+            model_card(config, prepared, evaluations, choice.rule, choice.threshold, ref.label,
+                       before, before_metric, promoted, holdout),
             "model_card.md",
         )
         tracking.set_run_tags({"model_version": ref.label, "promoted": promoted,
@@ -346,13 +388,14 @@ def train(
         bundle_path = tracking.bundle_location(run_id)
     return TrainResult(
         run_id, ref.label, model_eval.metrics,
-        {name: ev.metrics for name, ev in baselines.items()}, choice.threshold, promoted,
-        before.label if before else None, before_metric, bundle_path, timings.seconds,
+        {w: {n: ev.metrics for n, ev in by.items()} for w, by in evaluations.items()},
+        choice.threshold, promoted, before.label if before else None, before_metric,
+        bundle_path, timings.seconds,
     )
 
 
 def _log_plots(
-    booster: lgb.Booster, valid: pl.DataFrame, X_valid: NDArray[np.float32],
+    booster: lgb.Booster, X_valid: NDArray[np.float32],
     y_valid: NDArray[np.int8], score: NDArray[np.float64],
     baseline_scores: dict[str, NDArray[np.float64]],
 ) -> None:
@@ -372,14 +415,16 @@ def _log_plots(
     tracking.log_table(importance, "feature_importance.csv")
 
 
-def _category_table(model: Evaluation, baselines: dict[str, Evaluation]) -> pl.DataFrame:
-    table = model.per_category
-    for name, ev in baselines.items():
-        table = table.join(
-            ev.per_category.select("category", pl.col(PRIMARY).alias(f"{name}_{PRIMARY}"),
-                                   pl.col("precision_at_k").alias(f"{name}_precision_at_k")),
-            on="category", how="left",
-        )
+def _category_table(by_name: dict[str, Evaluation]) -> pl.DataFrame:
+    table = by_name["lightgbm"].per_category
+    for name, ev in by_name.items():
+        if name != "lightgbm":
+            table = table.join(
+                ev.per_category.select(
+                    "category", pl.col(PRIMARY).alias(f"{name}_{PRIMARY}"),
+                    pl.col("precision_at_k").alias(f"{name}_precision_at_k")),
+                on="category", how="left",
+            )
     return table
 
 
@@ -387,21 +432,29 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
+WHERE = {
+    "valid": "Validation window, labelled rows",
+    "valid_truth": "Validation window, every row against ground truth (synthetic catalogs only)",
+    "holdout": "Holdout catalog {holdout}, labelled rows",
+    "holdout_truth": "Holdout catalog {holdout}, every row against ground truth",
+}
+
+
+def _metric_table(by_name: dict[str, Evaluation]) -> str:
+    names = list(by_name)
+    head = f"| metric | {' | '.join(names)} |\n|---|{'---|' * len(names)}"
+    rows = [f"| {key} | " + " | ".join(_fmt(by_name[n].metrics.get(key)) for n in names) + " |"
+            for key in SUMMARY_KEYS]
+    return "\n".join([head, *rows])
+
+
 def model_card(
-    config: TrainConfig, prepared: Prepared, model: Evaluation,
-    baselines: dict[str, Evaluation], rule: str, threshold: float, version: str,
-    before: tracking.ModelRef | None, before_metric: float | None, promoted: bool,
-    truth: dict[str, float],
+    config: TrainConfig, prepared: Prepared, evaluations: dict[str, dict[str, Evaluation]],
+    rule: str, threshold: float, version: str, before: tracking.ModelRef | None,
+    before_metric: float | None, promoted: bool, holdout: str | Path | None,
 ) -> str:
     """The run's model card in Markdown: data, metrics against baselines, threshold, limits."""
     w, c = prepared.windows, prepared.counts
-    names = ["lightgbm", *baselines]
-    evals = [model, *baselines.values()]
-    keys = ["average_precision", "precision_at_k", "seller_precision_at_k", "recall_at_p90",
-            "roc_auc", "brier"]
-    rows = "\n".join(
-        f"| {key} | " + " | ".join(_fmt(e.metrics.get(key)) for e in evals) + " |" for key in keys
-    )
     verdict = (
         "promoted to `champion` (no champion before)" if promoted and before is None
         else f"promoted to `champion`: beat {before.label} ({_fmt(before_metric)} average "
@@ -409,14 +462,10 @@ def model_card(
         else f"not promoted: champion {before.label if before else '?'} has "
         f"{_fmt(before_metric)} average precision on this window"
     )
-    truth_lines = ""
-    if truth:
-        truth_lines = (
-            "\n## Against ground truth (synthetic catalogs only)\n"
-            f"Every validation row, labelled or not: average precision {_fmt(truth.get(PRIMARY))},"
-            f" precision@{config.review_capacity}/day {_fmt(truth.get('precision_at_k'))}, "
-            f"seller precision@k {_fmt(truth.get('seller_precision_at_k'))}.\n"
-        )
+    sections = "\n\n".join(
+        f"### {WHERE[where].format(holdout=holdout)}\n{_metric_table(by_name)}"
+        for where, by_name in evaluations.items()
+    )
     return f"""# Model card: {version}
 
 ## Data
@@ -429,13 +478,13 @@ def model_card(
   {c['valid_labelled']} labelled, {c['valid_fakes']} confirmed fakes).
 - Catalog fingerprint `{prepared.fingerprint}`; {c['rows_rejected']} rows rejected by validation.
 
-## Metrics on the validation window (labelled rows)
-k = {config.review_capacity} listings per day (the officers' daily review capacity).
+## Metrics: LightGBM against the baselines
+k = {config.review_capacity} listings per day (the officers' daily review capacity). `rules` is
+what an officer does by hand (price far below the brand, copy words, complaints); `logistic` is
+a logistic regression on the same features.
 
-| metric | {" | ".join(names)} |
-|---|{"---|" * len(names)}
-{rows}
-{truth_lines}
+{sections}
+
 ## Decision threshold
 {threshold:.4f}: {rule}
 
@@ -445,8 +494,8 @@ k = {config.review_capacity} listings per day (the officers' daily review capaci
 ## Known limits
 - Labels are a biased minority (review favours suspicious-looking listings): metrics on labelled
   rows overstate precision on the whole catalog, and rare fake patterns are under-represented.
-- Early stopping uses the validation window, so its metrics are slightly optimistic; compare
-  models on a later window too.
+- Early stopping uses the validation window, so its metrics are slightly optimistic; the holdout
+  catalog (`--holdout`) is the fairer test.
 - Seller and network features are counts over the submitted batch: batches much shorter or
   longer than the training window shift them.
 - Brand risk and price levels come from the training window; brands first seen later fall back
