@@ -149,10 +149,6 @@ def complaint_rate() -> pl.Expr:
     return _per_unit_sold("complaints_30d", "complaint_rate")
 
 
-def main_image() -> pl.Expr:
-    return pl.col("image_hashes").list.first().alias("main_image")
-
-
 STATELESS = (
     title_copy_words, description_copy_words, title_lookalike_words, brand_missing_from_title,
     title_upper_ratio, title_symbol_ratio, description_length, discount_depth, image_count,
@@ -516,11 +512,19 @@ class BatchAggregates:
     contacts: pl.DataFrame
 
 
+def image_key() -> pl.Expr:
+    """The main image hash as a 64-bit key (null without images): aggregating tens of millions
+    of distinct images over 8-byte keys keeps the group-by small."""
+    first = pl.col("image_hashes").list.first()
+    return pl.when(first.is_not_null()).then(first.hash(seed=0)).alias("_image_key")
+
+
 def batch_aggregates(lf: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
-    """One streaming pass of group-bys over the whole input, then seller clusters."""
+    """One streaming pass of group-bys over the whole input, then seller clusters. Images and
+    contacts used by one seller only are not kept (their counts are implied)."""
     base = apply_brand_prices(
         lf.select("seller_id", "brand", "category", "price", "list_price", "listed_at",
-                  "seller_contact_hash", main_image()),
+                  "seller_contact_hash", image_key()),
         state.prices,
     )
     sellers, images, contacts, contact_edges = pl.collect_all(
@@ -537,13 +541,13 @@ def batch_aggregates(lf: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
                        .dt.total_seconds() / 86_400.0 + 1.0)
                 ).alias("seller_listings_per_day"),
             ),
-            base.drop_nulls("main_image").group_by("main_image").agg(
-                pl.col("seller_id").n_unique().alias("main_image_sellers"),
-                pl.col("brand").drop_nulls().n_unique().alias("main_image_brands"),
-            ),
+            base.drop_nulls("_image_key").group_by("_image_key").agg(
+                pl.col("seller_id").hash(seed=0).n_unique().alias("main_image_sellers"),
+                pl.col("brand").drop_nulls().hash(seed=0).n_unique().alias("main_image_brands"),
+            ).filter((pl.col("main_image_sellers") > 1) | (pl.col("main_image_brands") > 1)),
             base.drop_nulls("seller_contact_hash").group_by("seller_contact_hash").agg(
                 pl.col("seller_id").n_unique().alias("contact_accounts")
-            ),
+            ).filter(pl.col("contact_accounts") > 1),
             base.select("seller_id", pl.col("seller_contact_hash").alias("node"))
             .drop_nulls().unique(),
         ],
@@ -551,12 +555,12 @@ def batch_aggregates(lf: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
     )
     linking_images = images.filter(
         pl.col("main_image_sellers").is_between(2, state.max_image_sellers)
-    ).select("main_image")
+    ).select("_image_key")
     image_edges = (
-        base.select("seller_id", "main_image")
-        .join(linking_images.lazy(), on="main_image", how="semi")
+        base.select("seller_id", "_image_key")
+        .join(linking_images.lazy(), on="_image_key", how="semi")
         .unique()
-        .rename({"main_image": "node"})
+        .select("seller_id", pl.col("_image_key").cast(pl.String).alias("node"))
         .collect(engine="streaming")
     )
     clusters = seller_clusters(
@@ -601,11 +605,19 @@ def seller_clusters(edges: pl.DataFrame) -> pl.DataFrame:
 
 
 def apply_batch_aggregates(lf: pl.LazyFrame, agg: BatchAggregates) -> pl.LazyFrame:
+    has_image = pl.col("_image_key").is_not_null()
     return (
-        lf.with_columns(main_image())
+        lf.with_columns(image_key())
         .join(agg.sellers.lazy(), on="seller_id", how="left", maintain_order="left")
-        .join(agg.images.lazy(), on="main_image", how="left", maintain_order="left")
+        .join(agg.images.lazy(), on="_image_key", how="left", maintain_order="left")
         .join(agg.contacts.lazy(), on="seller_contact_hash", how="left", maintain_order="left")
+        .with_columns(
+            pl.coalesce("main_image_sellers", pl.when(has_image).then(1)),
+            pl.coalesce("main_image_brands",
+                        pl.when(has_image).then(pl.col("brand").is_not_null().cast(pl.UInt32))),
+            pl.coalesce("contact_accounts",
+                        pl.when(pl.col("seller_contact_hash").is_not_null()).then(1)),
+        )
     )
 
 
