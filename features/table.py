@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +23,7 @@ def feature_table(
 
     With `state_dir` holding a saved state, that state is used; otherwise the state is fitted
     on `source` (and saved to `state_dir` when given). Returns counts for the summary line."""
+    started = time.perf_counter()
     out = Path(out)
     fmt = output_format(out, fmt)
     state_path = Path(state_dir) if state_dir is not None else None
@@ -49,4 +51,5 @@ def feature_table(
         "state": str(state_path) if state_path is not None else None,
         "state_fitted": fitted_here,
         "ignored_columns": list(catalog.extra_columns),
+        "seconds": round(time.perf_counter() - started, 2),
     }

@@ -49,7 +49,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_features(args: argparse.Namespace) -> None:
     from features.table import feature_table
 
-    _print_summary(feature_table(args.input, args.out, state_dir=args.state, fmt=args.format))
+    print(f"knockoff features: validating {args.input} and building its features "
+          "(streaming; a few seconds per million listings) ...", file=sys.stderr, flush=True)
+    summary = feature_table(args.input, args.out, state_dir=args.state, fmt=args.format)
+    print(f"knockoff features: {summary['features']} rows -> {summary['out']}, "
+          f"{summary['rejected']} rejected -> {summary['rejects']}", file=sys.stderr)
+    _print_summary(summary)
 
 
 def _date(text: str) -> datetime:
