@@ -50,17 +50,25 @@ def read_catalog(
     columns = {name for lf in scans for name in lf.collect_schema().names()}
     extra = tuple(sorted(columns - set(SCHEMA)))
     absent = tuple(c.name for c in LISTING_COLUMNS if c.name not in columns)
-    typed = pl.concat(
-        [_typed(lf, f, i, keep) for i, (f, lf) in enumerate(zip(files, scans, strict=True))],
-        how="vertical",
-    ).with_columns(_reason(currency).alias("_reason"))
-    dup = _duplicates(typed)
+    typed_files = [_typed(lf, f, i, keep) for i, (f, lf) in enumerate(zip(files, scans,
+                                                                           strict=True))]
+    typed = pl.concat(typed_files, how="diagonal_relaxed").with_columns(
+        _reason(currency).alias("_reason")
+    )
+    dup = _first_full_pass(typed, typed_files, files, Path(path))
     first_key = pl.col("listing_id").replace_strict(
         dup["listing_id"], dup["_first_key"], default=None, return_dtype=pl.Int64
     )
+    first_at = pl.format("duplicate listing_id (first at row {})", first_key % _KEY_STRIDE)
+    if len(files) > 1:
+        first_file = (first_key // _KEY_STRIDE).replace_strict(
+            list(range(len(files))), [f.name for f in files], return_dtype=pl.String
+        )
+        first_at = pl.format("duplicate listing_id (first at row {} of {})",
+                             first_key % _KEY_STRIDE, first_file)
     checked = typed.with_columns(
         _reason=pl.when(first_key.is_not_null() & (pl.col("_key") != first_key))
-        .then(pl.format("duplicate listing_id (first at row {})", first_key % _KEY_STRIDE))
+        .then(first_at)
         .otherwise(pl.col("_reason"))
     )
     out_cols = [c.name for c in LISTING_COLUMNS] + [k for k in keep if k in columns]
@@ -123,7 +131,7 @@ def _scan_file(path: Path, fmt: str) -> pl.LazyFrame:
 
 def _jsonl_schema(path: Path) -> dict[str, pl.DataType]:
     """Read JSON Lines values as text (numbers too) so bad values become row rejects."""
-    inferred = pl.scan_ndjson(path, infer_schema_length=1000).collect_schema()
+    inferred = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
     return {
         name: pl.List(pl.String()) if isinstance(dtype, pl.List) else pl.String()
         for name, dtype in inferred.items()
@@ -243,10 +251,12 @@ def _row_rules(currency: str | None) -> list[tuple[pl.Expr, str]]:
         (c("_bad_price"), "price is not a number"),
         (c("price").is_null() & ~c("_bad_price"), "price missing"),
         (c("price") <= 0, "price must be > 0"),
+        (~c("price").is_finite(), "price must be a finite number"),
         (c("currency").is_null(), "currency missing"),
         (c("_bad_listed_at"), "listed_at is not an ISO-8601 timestamp"),
         (c("listed_at").is_null() & ~c("_bad_listed_at"), "listed_at missing"),
         (c("list_price") <= 0, "list_price must be > 0"),
+        (~c("list_price").is_finite(), "list_price must be a finite number"),
         ((c("seller_rating") < 0) | (c("seller_rating") > 5), "seller_rating outside 0..5"),
     ]
     for name in ("image_count", "units_sold_30d", "returns_30d", "complaints_30d",
@@ -273,20 +283,42 @@ def _reason(currency: str | None) -> pl.Expr:
     ).replace("", None)
 
 
-def _duplicates(typed: pl.LazyFrame) -> pl.DataFrame:
-    """Listing ids seen more than once in the batch, with the key of their first row.
+def _first_full_pass(
+    typed: pl.LazyFrame, typed_files: list[pl.LazyFrame], files: list[Path], path: Path
+) -> pl.DataFrame:
+    """The first pass over every row (duplicate ids): where broken rows deep inside a text
+    file surface. Turns parser errors into a CatalogError naming the file."""
+    try:
+        dup, n_rows = _duplicates(typed)
+    except pl.exceptions.PolarsError as exc:
+        for file, lf in zip(files, typed_files, strict=True):
+            try:
+                _duplicates(lf)
+            except pl.exceptions.PolarsError as inner:
+                raise CatalogError(f"{file}: cannot be parsed ({_first_line(inner)})") from None
+        raise CatalogError(f"{path}: cannot be read ({_first_line(exc)})") from None
+    if n_rows == 0:
+        raise CatalogError(f"{path}: no listings (the file has no data rows)")
+    return dup
 
-    Groups 64-bit hashes (one narrow pass), then checks the few candidate ids exactly."""
-    ids = typed.select("listing_id", "_key").drop_nulls("listing_id")
-    repeated_hashes = (
-        ids.select(pl.col("listing_id").hash(seed=0).alias("_h"))
-        .group_by("_h").agg(pl.len().alias("_n"))
-        .filter(pl.col("_n") > 1)
-        .collect(engine="streaming")["_h"]
+
+def _duplicates(typed: pl.LazyFrame) -> tuple[pl.DataFrame, int]:
+    """Listing ids seen more than once in the batch, with the key of their first row, and the
+    number of rows. Groups 64-bit hashes (one narrow pass), then checks the few candidates."""
+    ids = typed.select("listing_id", "_key")
+    hashes, n_rows = pl.collect_all(
+        [
+            ids.drop_nulls("listing_id").select(pl.col("listing_id").hash(seed=0).alias("_h"))
+            .group_by("_h").agg(pl.len().alias("_n"))
+            .filter(pl.col("_n") > 1),
+            ids.select(pl.len()),
+        ],
+        engine="streaming",
     )
+    repeated_hashes = hashes["_h"]
     if repeated_hashes.is_empty():
-        return pl.DataFrame(schema={"listing_id": pl.String, "_first_key": pl.Int64})
-    return (
+        return pl.DataFrame(schema={"listing_id": pl.String, "_first_key": pl.Int64}), n_rows.item()
+    dup = (
         ids.filter(pl.col("listing_id").hash(seed=0).is_in(repeated_hashes.implode()))
         .group_by("listing_id")
         .agg(pl.len().alias("_n"), pl.col("_key").min().alias("_first_key"))
@@ -294,6 +326,7 @@ def _duplicates(typed: pl.LazyFrame) -> pl.DataFrame:
         .select("listing_id", "_first_key")
         .collect(engine="streaming")
     )
+    return dup, n_rows.item()
 
 
 def label_column_present(catalog: Catalog) -> bool:

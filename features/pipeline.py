@@ -24,7 +24,12 @@ from scipy.sparse.csgraph import connected_components
 from features.contract import LABEL
 
 STATE_VERSION = 1
+
+
+class StateError(ValueError):
+    """A feature state folder that cannot be used (missing, other version)."""
 LOW_PRICE_RATIO = 0.5  # "far below the brand's usual price"
+DEFAULT_CURRENCY = "EUR"
 
 # Words sellers use to admit an imitation, in several languages (matched on word boundaries).
 COPY_WORDS = (
@@ -384,6 +389,45 @@ def fit_brand_risk(
     return BrandRisk(per_brand, prior, smoothing, cutoff)
 
 
+def brand_risk_as_of(
+    rows: pl.DataFrame, delay: timedelta, smoothing: float, fallback_prior: float
+) -> pl.Series:
+    """brand_risk for training rows without leakage: each row sees only the labels of rows
+    listed more than `delay` before it (labels arrive after inspection), never its own.
+
+    `rows` has brand, listed_at and the label; returns the feature in the same row order.
+    Used for the training rows only: scoring uses the state fitted on the whole window."""
+    history = (
+        rows.filter(pl.col(LABEL).is_not_null())
+        .select("brand", "listed_at", pl.col(LABEL).cast(pl.Int64).alias("_y"))
+        .sort("listed_at")
+        .with_columns(
+            pl.col("_y").cum_sum().alias("_all_fakes"),
+            pl.int_range(1, pl.len() + 1).alias("_all_n"),
+        )
+    )
+    per_brand = history.drop_nulls("brand").with_columns(
+        pl.col("_y").cum_sum().over("brand").alias("_fakes"),
+        pl.int_range(1, pl.len() + 1).over("brand").alias("_n"),
+    )
+    asked = rows.select(
+        pl.int_range(pl.len()).alias("_row"), "brand",
+        (pl.col("listed_at") - delay).alias("_asof"),
+    ).sort("_asof")
+    seen = asked.join_asof(
+        history.select("listed_at", "_all_fakes", "_all_n"), left_on="_asof",
+        right_on="listed_at", strategy="backward",
+    ).drop("listed_at").join_asof(
+        per_brand.select("brand", "listed_at", "_fakes", "_n"), left_on="_asof",
+        right_on="listed_at", by="brand", strategy="backward", check_sortedness=False,
+    )
+    prior = pl.when(pl.col("_all_n") > 0).then(pl.col("_all_fakes") / pl.col("_all_n")) \
+        .otherwise(fallback_prior)
+    risk = (pl.col("_fakes").fill_null(0) + prior * smoothing) / (
+        pl.col("_n").fill_null(0) + smoothing)
+    return seen.sort("_row").select(risk.alias("brand_risk"))["brand_risk"]
+
+
 def apply_brand_risk(lf: pl.LazyFrame, state: BrandRisk) -> pl.LazyFrame:
     """brand_risk; unseen or missing brands get the prior."""
     return (
@@ -459,11 +503,11 @@ class FeatureState:
         folder = Path(folder)
         meta_path = folder / "state.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"{folder}: not a feature state folder (no state.json)")
+            raise StateError(f"{folder}: not a feature state folder (no state.json)")
         scalars = json.loads(meta_path.read_text())
         if scalars.get("version") != STATE_VERSION:
-            raise ValueError(f"{folder}: feature state version {scalars.get('version')} "
-                             f"is not {STATE_VERSION}")
+            raise StateError(f"{folder}: feature state version {scalars.get('version')} is not "
+                             f"{STATE_VERSION}; refit it with this version of Knockoff")
         parts: dict[str, object] = {}
         for name, part_cls in (("prices", BrandPrices), ("lexicon", BrandLexicon),
                                ("risk", BrandRisk), ("categories", CategoryCodes)):
@@ -483,7 +527,7 @@ def fit_state(
     *,
     label_cutoff: datetime | None = None,
     label_delay: timedelta = timedelta(days=14),
-    currency: str = "EUR",
+    currency: str = DEFAULT_CURRENCY,
     max_image_sellers: int = 25,
 ) -> FeatureState:
     """Fit every stateful feature on the training rows. Labels used for brand risk stop at

@@ -9,7 +9,7 @@ import polars as pl
 
 from features.catalog import output_format, read_catalog, rejects_path, write_frame
 from features.contract import LABEL
-from features.pipeline import FeatureState, build_features, fit_state
+from features.pipeline import DEFAULT_CURRENCY, FeatureState, build_features, fit_state
 
 
 def feature_table(
@@ -29,9 +29,9 @@ def feature_table(
     state_path = Path(state_dir) if state_dir is not None else None
     fitted_here = state_path is None or not (state_path / "state.json").exists()
     state = None if fitted_here else FeatureState.load(state_path)  # type: ignore[arg-type]
-    catalog = read_catalog(source, currency=None if state is None else state.currency)
+    catalog = read_catalog(source, currency=DEFAULT_CURRENCY if state is None else state.currency)
     if state is None:
-        state = fit_state(catalog.rows)
+        state = fit_state(catalog.rows, currency=DEFAULT_CURRENCY)
         if state_path is not None:
             state.save(state_path)
     keep = ("listing_id", "seller_id", "listed_at", "category")

@@ -112,6 +112,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from serving.scorer import ModelLoadError, score_catalog
 
+    if args.chunk_rows < 1 or args.threads < 1:
+        raise UserError("--chunk-rows and --threads must be at least 1")
     try:
         summary = score_catalog(args.input, args.out, model=args.model, fmt=args.format,
                                 chunk_rows=args.chunk_rows, threads=args.threads,
@@ -195,11 +197,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     from features.catalog import CatalogError
+    from features.pipeline import StateError
 
     try:
         func(args)
-    except (UserError, CatalogError) as exc:
+    except (UserError, CatalogError, StateError) as exc:
         print(f"knockoff {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a path that cannot be read or written: the user's to fix
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"knockoff {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"knockoff {args.command}: interrupted", file=sys.stderr)

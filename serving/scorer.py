@@ -191,6 +191,9 @@ def score_catalog(
             flagged += int(chunk["flagged"].sum())
             bar.update(chunk.height)
         writer.close()
+        if scored != total:  # every valid row must come out scored; never lose one silently
+            raise CatalogError(f"{source}: scored {scored} rows but the batch has {total} "
+                               "valid rows")
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -203,12 +206,11 @@ def score_catalog(
     rejects = catalog.rejects.sort("file", "row_number").collect(engine="streaming")
     write_frame(rejects, rejects_path(out), fmt)
     seconds["rejects"] = time.perf_counter() - start
-    if scored != total:  # every valid row must come out scored; never lose one silently
-        raise CatalogError(f"{source}: scored {scored} rows but the batch has {total} valid rows")
     return {
         "scored": scored, "rejected": rejects.height, "flagged": flagged,
         "rows": scored + rejects.height, "model_version": scorer.model_version,
         "threshold": scorer.threshold, "out": str(out), "rejects": str(rejects_path(out)),
         "ignored_columns": list(catalog.extra_columns),
+        "absent_columns": list(catalog.absent_columns),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }

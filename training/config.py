@@ -29,6 +29,14 @@ class TrainConfig:
     bagging_freq: int = 1
     lambda_l2: float = 1.0
     scale_pos_weight: float = 0.0  # 0 = sqrt(negatives / positives) of the training labels
+    # listings younger than 30 days have no sales history when scored: hide it on this share
+    # of training rows so the model learns to score both new and established listings; and
+    # hide each other optional input on a small share, so a batch without it still scores well
+    after_sale_mask_share: float = 0.5
+    optional_mask_share: float = 0.05
+    # early stopping uses the newest share of the training window's labelled rows (the
+    # validation window stays untouched by model selection), then the model is refitted on all
+    early_stopping_share: float = 0.2
     seed: int = 42
     threads: int = 2
     # features and registry
@@ -57,6 +65,11 @@ class TrainConfig:
                 problems.append(f"{name} must be in (0, 1]")
         if self.scale_pos_weight < 0 or self.lambda_l2 < 0:
             problems.append("scale_pos_weight and lambda_l2 must be >= 0")
+        for name in ("after_sale_mask_share", "optional_mask_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be between 0 and 1")
+        if not 0.0 < self.early_stopping_share < 1.0:
+            problems.append("early_stopping_share must be between 0 and 1")
         if self.threads < 1:
             problems.append("threads must be >= 1")
         if len(self.currency) != 3:

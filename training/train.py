@@ -4,6 +4,7 @@ registry and champion promotion."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -11,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import lightgbm as lgb
@@ -26,7 +27,13 @@ from tqdm.auto import tqdm
 
 from features.catalog import read_catalog
 from features.contract import LABEL
-from features.pipeline import FEATURE_COLUMNS, FeatureState, build_features, fit_state
+from features.pipeline import (
+    FEATURE_COLUMNS,
+    FeatureState,
+    brand_risk_as_of,
+    build_features,
+    fit_state,
+)
 from training import tracking
 from training.config import TrainConfig
 from training.evaluate import (
@@ -45,6 +52,19 @@ from training.split import Windows, split, time_windows
 TRUTH = "true_is_counterfeit"  # ground truth that synthetic catalogs carry (optional)
 KEEP = ("listing_id", "seller_id", "listed_at", "category", LABEL)
 PRIMARY = "average_precision"
+# Features that go missing together when an optional input is absent (or too young to have
+# sales); training hides each group on a seeded share of rows so missing values are learned.
+OPTIONAL_GROUPS: dict[str, tuple[str, ...]] = {
+    "after_sale": ("return_rate", "complaint_rate", "complaints_30d"),
+    "seller_registered_at": ("seller_account_age_days",),
+    "images": ("image_count", "main_image_sellers", "main_image_brands"),
+    "seller_verified": ("seller_verified",),
+    "seller_reviews": ("seller_rating", "seller_review_count"),
+    "ships_from": ("ships_from_mismatch",),
+    "seller_contact_hash": ("contact_accounts",),
+    "description": ("description_length", "description_copy_words"),
+    "list_price": ("discount_depth", "list_price_brand_ratio"),
+}
 # Domain knowledge the model must respect, whatever the sample says: a lower price or more
 # copy words never make a listing look safer (sellers cannot game the score that way).
 MONOTONE = {
@@ -151,10 +171,16 @@ def prepare(
                       max_image_sellers=config.max_image_sellers)
     keep = KEEP + ((TRUTH,) if has_truth else ())
     train, valid = pl.collect_all(
-        [build_features(train_lf, state, keep=keep).filter(pl.col(LABEL).is_not_null()),
+        [build_features(train_lf, state, keep=(*keep, "brand")),
          build_features(valid_lf, state, keep=keep)],
         engine="in-memory",
     )
+    # training rows see only labels older than themselves minus the delay, never their own
+    train = train.with_columns(
+        brand_risk_as_of(train, timedelta(days=config.label_delay_days),
+                         state.risk.smoothing, state.risk.prior).cast(pl.Float32)
+    ).filter(pl.col(LABEL).is_not_null()).drop("brand")
+    train = hide_optional(train, config)
     for name, frame in (("training", train), ("validation", valid.filter(pl.col(LABEL)
                                                                           .is_not_null()))):
         if frame[LABEL].n_unique() < 2:
@@ -169,6 +195,22 @@ def prepare(
     }
     return Prepared(windows, state, train, valid, valid_lf.collect(), counts,
                     catalog_fingerprint(catalog.files), has_truth)
+
+
+def hide_optional(train: pl.DataFrame, config: TrainConfig) -> pl.DataFrame:
+    """Null each OPTIONAL_GROUPS group on its own seeded random share of training rows.
+
+    Training rows are all old enough to have sales history, but many listings scored are not
+    (every row of a recent validation window); and an optional input a platform does not send
+    at all would otherwise reach the model as values it never saw missing."""
+    rng = np.random.default_rng(config.seed)
+    hidden = []
+    for group, names in OPTIONAL_GROUPS.items():
+        share = config.after_sale_mask_share if group == "after_sale" else \
+            config.optional_mask_share
+        hide = pl.Series(rng.random(train.height) < share)
+        hidden += [pl.when(hide).then(None).otherwise(pl.col(n)).alias(n) for n in names]
+    return train.with_columns(hidden)
 
 
 def lgb_params(config: TrainConfig, y_train: NDArray[np.int8]) -> dict[str, object]:
@@ -188,14 +230,14 @@ def lgb_params(config: TrainConfig, y_train: NDArray[np.int8]) -> dict[str, obje
 
 
 def fit_lightgbm(
-    train: pl.DataFrame, valid: pl.DataFrame, config: TrainConfig, progress: bool = True
+    train: pl.DataFrame, stop: pl.DataFrame, config: TrainConfig, progress: bool = True
 ) -> lgb.Booster:
-    """LightGBM on labelled rows, early-stopped on the labelled validation rows; the returned
-    booster holds only the trees up to the best iteration."""
+    """LightGBM on labelled rows, early-stopped on `stop`; the returned booster holds only the
+    trees up to the best iteration."""
     y_train = labels(train)
     data = lgb.Dataset(matrix(train), y_train, feature_name=list(FEATURE_COLUMNS),
                        free_raw_data=True)
-    check = lgb.Dataset(matrix(valid), labels(valid), reference=data)
+    check = lgb.Dataset(matrix(stop), labels(stop), reference=data)
     bar = tqdm(total=config.num_boost_round, desc="boosting", unit="tree", disable=not progress,
                file=sys.stderr, leave=False)
 
@@ -205,12 +247,28 @@ def fit_lightgbm(
     try:
         booster = lgb.train(
             lgb_params(config, y_train), data, num_boost_round=config.num_boost_round,
-            valid_sets=[check], valid_names=["valid"],
+            valid_sets=[check], valid_names=["stop"],
             callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), tick],
         )
     finally:
         bar.close()
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+
+
+def fit_final_lightgbm(train: pl.DataFrame, config: TrainConfig,
+                       progress: bool = True) -> lgb.Booster:
+    """Early stopping on the newest `early_stopping_share` of the training rows (by time),
+    then a refit on all training rows with that many trees. The validation window is never
+    used to select the model, so its metrics, and the champion comparison, are fair."""
+    cut = train["listed_at"].quantile(1.0 - config.early_stopping_share, "nearest")
+    older, newest = train.filter(pl.col("listed_at") < cut), train.filter(
+        pl.col("listed_at") >= cut)
+    if older[LABEL].n_unique() < 2 or newest[LABEL].n_unique() < 2:
+        raise TrainError("too few labelled training rows to hold some out for early stopping")
+    rounds = fit_lightgbm(older, newest, config, progress).current_iteration()
+    y = labels(train)
+    data = lgb.Dataset(matrix(train), y, feature_name=list(FEATURE_COLUMNS), free_raw_data=True)
+    return lgb.train(lgb_params(config, y), data, num_boost_round=max(rounds, 1))
 
 
 def fit_logistic(train: pl.DataFrame, seed: int) -> Pipeline:
@@ -246,8 +304,7 @@ class TrainResult:
 
     @property
     def baselines(self) -> dict[str, dict[str, float]]:
-        return {k: v for k, v in self.comparisons["valid"].items()
-                if k not in ("lightgbm", "oracle")}
+        return {k: v for k, v in self.comparisons["valid"].items() if k != "lightgbm"}
 
     def summary(self) -> dict[str, object]:
         return {
@@ -270,6 +327,9 @@ SUMMARY_KEYS = ("average_precision", "precision_at_k", "seller_precision_at_k",
 def score_with_bundle(bundle_dir: Path, valid_lf: pl.LazyFrame, threads: int) -> pl.DataFrame:
     """A bundle's scores on rows, through its own feature state (for champion comparison)."""
     bundle = Bundle.load(bundle_dir, threads=threads)
+    if bundle.features != FEATURE_COLUMNS:
+        raise TrainError(f"{bundle_dir}: the champion was built with other features; it cannot "
+                         "be re-scored by this version (promote by hand if intended)")
     state = FeatureState.load(bundle.state_dir)
     frame = build_features(valid_lf, state, keep=KEEP).collect(engine="in-memory")
     return frame.with_columns(pl.Series("score", bundle.predict(matrix(frame))))
@@ -279,9 +339,7 @@ def compare(
     frame: pl.DataFrame, booster: lgb.Booster, logistic: Pipeline, config: TrainConfig,
     column: str = LABEL,
 ) -> dict[str, Evaluation]:
-    """The model and both baselines on the rows of a feature table that have `column`. On
-    synthetic catalogs, `oracle` (the ground truth as the score) shows the ceiling that label
-    noise leaves on labelled rows."""
+    """The model and both baselines on the rows of a feature table that have `column`."""
     rows = frame.filter(pl.col(column).is_not_null())
     X = matrix(rows)
     scores = {
@@ -289,8 +347,6 @@ def compare(
         "rules": rules_baseline_score(rows),
         "logistic": logistic.predict_proba(X.astype(np.float64))[:, 1],
     }
-    if TRUTH in rows.columns and column != TRUTH:
-        scores["oracle"] = rows[TRUTH].cast(pl.Float64).to_numpy()
     return {name: _evaluate(rows, score, config, column) for name, score in scores.items()}
 
 
@@ -318,7 +374,7 @@ def train(
     valid = prepared.valid_labelled
     X_valid, y_valid = matrix(valid), labels(valid)
     with timings.stage("lightgbm"):
-        booster = fit_lightgbm(prepared.train, valid, config, progress)
+        booster = fit_final_lightgbm(prepared.train, config, progress)
         score = booster.predict(X_valid, num_threads=config.threads)
     with timings.stage("baselines"):
         logistic = fit_logistic(prepared.train, config.seed)
@@ -375,17 +431,22 @@ def train(
 
         before = tracking.champion(config.model_name)
         before_metric = None
+        comparable = True
         if before is not None:
             champion_dir, _ = tracking.download_bundle(f"models:/{before.label}")
+            champion_end = json.loads((champion_dir / "feature_spec.json").read_text())[
+                "train_window"]["end"]
+            comparable = datetime.fromisoformat(champion_end) <= prepared.windows.valid_start
             scored = score_with_bundle(champion_dir, prepared.valid_rows.lazy(), config.threads)
             scored = scored.filter(pl.col(LABEL).is_not_null())
             before_metric = _evaluate(scored, scored["score"].to_numpy(), config).metrics[PRIMARY]
-        promoted = before is None or model_eval.metrics[PRIMARY] > (before_metric or 0.0)
+        promoted = before is None or (
+            comparable and model_eval.metrics[PRIMARY] > (before_metric or 0.0))
         if promoted:
             tracking.promote(ref)
         tracking.log_text(
             model_card(config, prepared, evaluations, choice.rule, choice.threshold, ref.label,
-                       before, before_metric, promoted, holdout),
+                       before, before_metric, promoted, holdout, comparable),
             "model_card.md",
         )
         tracking.set_run_tags({"model_version": ref.label, "promoted": promoted,
@@ -457,10 +518,14 @@ def model_card(
     config: TrainConfig, prepared: Prepared, evaluations: dict[str, dict[str, Evaluation]],
     rule: str, threshold: float, version: str, before: tracking.ModelRef | None,
     before_metric: float | None, promoted: bool, holdout: str | Path | None,
+    comparable: bool = True,
 ) -> str:
     """The run's model card in Markdown: data, metrics against baselines, threshold, limits."""
     w, c = prepared.windows, prepared.counts
     verdict = (
+        f"not promoted: champion {before.label if before else '?'} was trained on rows inside "
+        "this validation window, so the comparison would favour it; compare both on a later "
+        "window" if not comparable else
         "promoted to `champion` (no champion before)" if promoted and before is None
         else f"promoted to `champion`: beat {before.label} ({_fmt(before_metric)} average "
         "precision on this validation window)" if promoted and before is not None
@@ -486,8 +551,7 @@ def model_card(
 ## Metrics: LightGBM against the baselines
 k = {config.review_capacity} listings per day (the officers' daily review capacity). `rules` is
 what an officer does by hand (price far below the brand, copy words, complaints); `logistic` is
-a logistic regression on the same features; `oracle` (synthetic catalogs only) scores with
-the ground truth, so it shows the ceiling that label noise leaves on labelled rows.
+a logistic regression on the same features.
 
 {sections}
 
@@ -500,8 +564,11 @@ the ground truth, so it shows the ceiling that label noise leaves on labelled ro
 ## Known limits
 - Labels are a biased minority (review favours suspicious-looking listings): metrics on labelled
   rows overstate precision on the whole catalog, and rare fake patterns are under-represented.
-- Early stopping uses the validation window, so its metrics are slightly optimistic; the holdout
-  catalog (`--holdout`) is the fairer test.
+- Early stopping uses the newest {config.early_stopping_share:.0%} of the training window, then
+  the model is refitted on all of it: the validation window only chooses the threshold.
+- Listings younger than 30 days have no after-sale data; the model was trained with it hidden
+  on {config.after_sale_mask_share:.0%} of rows (and each other optional input on
+  {config.optional_mask_share:.0%}).
 - Seller and network features are counts over the submitted batch: batches much shorter or
   longer than the training window shift them.
 - Brand risk and price levels come from the training window; brands first seen later fall back

@@ -196,3 +196,71 @@ def test_rejects_file_is_written_even_when_empty(tmp_path: Path) -> None:
     assert main(["features", str(path), "--out", str(out)]) == 0
     assert rejects_path(out).exists()
     assert pl.read_csv(rejects_path(out)).height == 0
+
+
+def many(n: int) -> pl.DataFrame:
+    return listings(*[{} for _ in range(n)]).with_columns(
+        pl.format("L{}", pl.int_range(pl.len())).alias("listing_id")
+    )
+
+
+def test_broken_line_deep_in_a_jsonl_file_names_the_file(tmp_path: Path, capsys) -> None:
+    path = write(many(1500), tmp_path / "c.jsonl")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[1400] = "{this is not json"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["features", str(path), "--out", str(tmp_path / "f.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err
+
+
+def test_unterminated_quote_in_a_csv_folder_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "batch").mkdir()
+    write(many(50), tmp_path / "batch" / "a.csv")
+    bad = write(many(50).with_columns(pl.format("M{}", pl.int_range(pl.len()))
+                                      .alias("listing_id")), tmp_path / "batch" / "b.csv")
+    bad.write_text(bad.read_text(encoding="utf-8") + 'M99,S1,"never closed\n', encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"b\.csv"):
+        read_catalog(tmp_path / "batch")
+
+
+def test_jsonl_column_that_appears_late_is_read(tmp_path: Path) -> None:
+    frame = many(1500).with_columns(
+        pl.when(pl.int_range(pl.len()) >= 1200).then(pl.lit("late text")).alias("description")
+    )
+    path = tmp_path / "c.jsonl"
+    rows = frame.with_columns(pl.col("listed_at", "seller_registered_at")
+                              .dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
+    import json
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")
+    got = read_catalog(path).rows.collect()
+    assert got["description"].drop_nulls().len() == 300
+
+
+def test_nan_and_infinite_prices_are_rejected(tmp_path: Path) -> None:
+    frame = listings({"price": float("nan")}, {"price": float("inf")}, {"list_price": float("nan")},
+                     {})
+    rejects = read_catalog(write(frame, tmp_path / "c.parquet")).rejects.collect()
+    assert rejects["row_number"].to_list() == [1, 2, 3]
+    assert all("finite" in r for r in rejects["reason"])
+
+
+def test_header_only_csv_is_an_empty_batch(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(",".join(good_frame().columns) + "\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="no listings"):
+        read_catalog(path)
+
+
+def test_duplicates_across_files_name_the_first_file(tmp_path: Path) -> None:
+    (tmp_path / "batch").mkdir()
+    write(many(3), tmp_path / "batch" / "a.parquet")
+    write(many(2).with_columns(pl.lit(1.0).alias("price"), pl.lit("extra").alias("note")),
+          tmp_path / "batch" / "b.parquet")
+    catalog = read_catalog(tmp_path / "batch")
+    reasons = catalog.rejects.collect()["reason"].to_list()
+    assert reasons == ["duplicate listing_id (first at row 1 of a.parquet)",
+                       "duplicate listing_id (first at row 2 of a.parquet)"]
+    assert catalog.rows.collect().height == 3

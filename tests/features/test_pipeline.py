@@ -16,7 +16,9 @@ from features.pipeline import (
     BrandRisk,
     CategoryCodes,
     FeatureState,
+    StateError,
     batch_aggregates,
+    brand_risk_as_of,
     build_features,
     fit_brand_lexicon,
     fit_brand_prices,
@@ -242,7 +244,7 @@ def test_state_round_trips_through_save_and_load(tmp_path: Path) -> None:
 
 
 def test_load_refuses_a_folder_without_state(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="state.json"):
+    with pytest.raises(StateError, match="state.json"):
         FeatureState.load(tmp_path)
 
 
@@ -253,3 +255,20 @@ def test_unseen_brand_and_category_fall_back() -> None:
     assert got["brand_risk"] == pytest.approx(0.05)
     assert got["category_code"] is None
     assert got["brand_known"] == 0
+
+
+def test_brand_risk_as_of_sees_only_labels_older_than_the_delay() -> None:
+    rows = pl.DataFrame({
+        "brand": ["A", "A", "A", "B", None, "A"],
+        "listed_at": [T0, T0 + DAY, T0 + 20 * DAY, T0 + 20 * DAY, T0 + 20 * DAY, T0 + 40 * DAY],
+        "is_counterfeit": [True, False, None, True, None, True],
+    })
+    got = brand_risk_as_of(rows, timedelta(days=14), smoothing=2.0, fallback_prior=0.5)
+    # rows 1-2: nothing older than 14 days -> the fallback prior; rows 3-5 see A's two labels
+    # (1 fake of 2, prior 1/2): (1 + 0.5*2) / (2 + 2) = 0.5; B and unbranded: the prior 0.5.
+    # Row 6 sees three labels (prior 2/3) and A's two: (1 + 2/3*2) / (2 + 2).
+    assert got.to_list() == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.5, (1 + 4 / 3) / 4])
+    # a row's own label never counts: flipping row 6's label changes nothing for row 6
+    flipped = rows.with_columns(pl.Series("is_counterfeit", [True, False, None, True, None,
+                                                             False]))
+    assert brand_risk_as_of(flipped, timedelta(days=14), 2.0, 0.5)[5] == got[5]

@@ -238,3 +238,21 @@ def test_cli_train_without_labels_exits_2(tmp_path: Path, store: Path, catalog: 
     assert main(["train", "--catalog", str(unlabelled)]) == 2
     err = capsys.readouterr().err
     assert "labelled" in err and "Traceback" not in err
+
+
+def test_optional_features_are_hidden_on_seeded_shares_of_training_rows() -> None:
+    from training.train import OPTIONAL_GROUPS, hide_optional
+
+    names = [n for group in OPTIONAL_GROUPS.values() for n in group]
+    frame = pl.DataFrame({name: [1.0] * 2000 for name in (*names, "price_brand_ratio")})
+    config = FAST.replace(after_sale_mask_share=0.5, optional_mask_share=0.1)
+    hidden = hide_optional(frame, config)
+    after_sale = hidden.select(pl.col(OPTIONAL_GROUPS["after_sale"]).null_count()).row(0)
+    assert len(set(after_sale)) == 1 and 800 < after_sale[0] < 1200  # a group goes together
+    images = hidden["image_count"].null_count()
+    assert 100 < images < 300 and hidden["main_image_sellers"].null_count() == images
+    assert hidden["price_brand_ratio"].null_count() == 0
+    assert_frame_equal(hidden, hide_optional(frame, config))  # seeded
+    none = hide_optional(frame, config.replace(after_sale_mask_share=0.0,
+                                               optional_mask_share=0.0))
+    assert_frame_equal(none, frame)
