@@ -34,6 +34,7 @@ class TrainConfig:
     # hide each other optional input on a small share, so a batch without it still scores well
     after_sale_mask_share: float = 0.5
     optional_mask_share: float = 0.05
+    all_optional_mask_share: float = 0.05  # rows with every optional input hidden at once
     # early stopping uses the newest share of the training window's labelled rows (the
     # validation window stays untouched by model selection), then the model is refitted on all
     early_stopping_share: float = 0.2
@@ -65,7 +66,7 @@ class TrainConfig:
                 problems.append(f"{name} must be in (0, 1]")
         if self.scale_pos_weight < 0 or self.lambda_l2 < 0:
             problems.append("scale_pos_weight and lambda_l2 must be >= 0")
-        for name in ("after_sale_mask_share", "optional_mask_share"):
+        for name in ("after_sale_mask_share", "optional_mask_share", "all_optional_mask_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be between 0 and 1")
         if not 0.0 < self.early_stopping_share < 1.0:

@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -48,6 +49,8 @@ TARGET_OPSET = 15  # onnxmltools' LightGBM converter supports opset <= 15
 INPUT_NAME = "input"
 PROBABILITIES = 1  # index of the "probabilities" output; its column 1 is P(fake)
 ONNX_FEATURES_KEY = "knockoff.features"  # ONNX metadata: the ordered feature names (JSON list)
+PREDICT_THREADS_KEY = "knockoff.predict_threads"  # session config: chunks onnx_predict runs at once
+CHUNK_ROWS = 65_536  # rows per onnxruntime run in onnx_predict (measured in bench/score.py)
 
 # Parity limits: at most this share of rows may differ by more than DIFF_TOLERANCE.
 DIFF_TOLERANCE = 1e-4
@@ -127,15 +130,38 @@ def booster_to_onnx(booster: lgb.Booster, n_features: int) -> onnx.ModelProto:
 def onnx_session(
     model: str | os.PathLike[str] | bytes | onnx.ModelProto, threads: int = 2
 ) -> ort.InferenceSession:
-    """A CPU onnxruntime session with explicit thread counts and full graph optimisation."""
+    """A CPU onnxruntime session for `onnx_predict`, which runs `threads` chunks at a time.
+
+    Each `run` is single-threaded (intra_op_num_threads=1: no intra-op pool, nothing spins):
+    with a pool, onnxruntime's TreeEnsembleClassifier splits a large batch by trees and joins its
+    threads every 128 rows, which barely beats one thread and, with spinning, burns the other
+    core on a shared machine. `onnx_predict` instead scores `threads` chunks concurrently from
+    Python threads (onnxruntime releases the GIL); `threads` is kept in the session's config
+    (PREDICT_THREADS_KEY). Graph optimisation is full. bench/score.py measures the choices.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry(PREDICT_THREADS_KEY, str(threads))
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict_threads(session: ort.InferenceSession) -> int:
+    """How many chunks `onnx_predict` runs at once on this session (1 unless onnx_session made it
+    with more threads)."""
+    value = session.get_session_options().get_session_config_entry(PREDICT_THREADS_KEY)
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
 
 
 def onnx_input_width(session: ort.InferenceSession) -> int | None:
@@ -145,20 +171,35 @@ def onnx_input_width(session: ort.InferenceSession) -> int | None:
 
 
 def onnx_predict(
-    session: ort.InferenceSession, X: NDArray[np.floating], chunk_rows: int = 1_000_000
+    session: ort.InferenceSession, X: NDArray[np.floating], chunk_rows: int = CHUNK_ROWS
 ) -> NDArray[np.float64]:
-    """P(fake) for each row of X (cast to contiguous float32), scored in chunks."""
+    """P(fake) for each row of X (cast to contiguous float32), scored in chunks of at most
+    `chunk_rows` rows, `onnx_predict_threads(session)` chunks at a time."""
     matrix = np.ascontiguousarray(X, dtype=np.float32)
     width = onnx_input_width(session)
     if matrix.ndim != 2 or (width is not None and matrix.shape[1] != width):
         raise ValueError(f"expected a 2-d array with {width} columns, got shape {matrix.shape}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[PROBABILITIES].name
-    out = np.empty(matrix.shape[0], dtype=np.float64)
-    for start in range(0, matrix.shape[0], chunk_rows):
-        chunk = matrix[start : start + chunk_rows]
+    rows = matrix.shape[0]
+    threads = onnx_predict_threads(session)
+    step = max(1, min(chunk_rows, -(-rows // threads)))  # small batches still use every thread
+    out = np.empty(rows, dtype=np.float64)
+
+    def score(start: int) -> None:
+        chunk = matrix[start : start + step]
         (probabilities,) = session.run([output_name], {input_name: chunk})
         out[start : start + chunk.shape[0]] = probabilities[:, 1]
+
+    starts = range(0, rows, step)
+    if threads == 1 or len(starts) <= 1:
+        for start in starts:
+            score(start)
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
+            list(pool.map(score, starts))  # each chunk goes to whichever thread is free
     return out
 
 

@@ -204,11 +204,12 @@ def hide_optional(train: pl.DataFrame, config: TrainConfig) -> pl.DataFrame:
     (every row of a recent validation window); and an optional input a platform does not send
     at all would otherwise reach the model as values it never saw missing."""
     rng = np.random.default_rng(config.seed)
+    hide_all = rng.random(train.height) < config.all_optional_mask_share  # required-only rows
     hidden = []
     for group, names in OPTIONAL_GROUPS.items():
         share = config.after_sale_mask_share if group == "after_sale" else \
             config.optional_mask_share
-        hide = pl.Series(rng.random(train.height) < share)
+        hide = pl.Series((rng.random(train.height) < share) | hide_all)
         hidden += [pl.when(hide).then(None).otherwise(pl.col(n)).alias(n) for n in names]
     return train.with_columns(hidden)
 

@@ -245,7 +245,8 @@ def test_optional_features_are_hidden_on_seeded_shares_of_training_rows() -> Non
 
     names = [n for group in OPTIONAL_GROUPS.values() for n in group]
     frame = pl.DataFrame({name: [1.0] * 2000 for name in (*names, "price_brand_ratio")})
-    config = FAST.replace(after_sale_mask_share=0.5, optional_mask_share=0.1)
+    config = FAST.replace(after_sale_mask_share=0.5, optional_mask_share=0.1,
+                          all_optional_mask_share=0.0)
     hidden = hide_optional(frame, config)
     after_sale = hidden.select(pl.col(OPTIONAL_GROUPS["after_sale"]).null_count()).row(0)
     assert len(set(after_sale)) == 1 and 800 < after_sale[0] < 1200  # a group goes together
@@ -256,3 +257,9 @@ def test_optional_features_are_hidden_on_seeded_shares_of_training_rows() -> Non
     none = hide_optional(frame, config.replace(after_sale_mask_share=0.0,
                                                optional_mask_share=0.0))
     assert_frame_equal(none, frame)
+    every = hide_optional(frame, config.replace(after_sale_mask_share=0.0,
+                                                optional_mask_share=0.0,
+                                                all_optional_mask_share=0.2))
+    all_gone = every.select(pl.all_horizontal(pl.col(names).is_null()))[:, 0]
+    assert 300 < all_gone.sum() < 500 and every.select(pl.col(names).null_count()).row(0) == (
+        (all_gone.sum(),) * len(names))
