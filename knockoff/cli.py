@@ -120,6 +120,10 @@ def cmd_score(args: argparse.Namespace) -> None:
                                 progress=sys.stderr.isatty())
     except ModelLoadError as exc:
         raise UserError(f"cannot load model {args.model}: {exc}") from None
+    absent = [c for c in summary["absent_columns"] if c != "is_counterfeit"]  # type: ignore[attr-defined]
+    if absent:
+        print(f"knockoff score: warning: optional columns absent: {', '.join(absent)}; listings "
+              "are scored without them, but flags are less precise", file=sys.stderr)
     print(f"knockoff score: {summary['scored']} scored, {summary['flagged']} flagged, "
           f"{summary['rejected']} rejected -> {summary['out']} (rejects: {summary['rejects']})",
           file=sys.stderr)

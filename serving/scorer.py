@@ -33,7 +33,7 @@ from features.pipeline import (
     batch_aggregates,
     build_features,
 )
-from serving.reasons import top_reasons
+from serving.reasons import PathContributions, top_reasons
 from training import tracking
 from training.export import Bundle, BundleError
 
@@ -52,6 +52,7 @@ class Scorer:
     bundle: Bundle
     state: FeatureState
     model_version: str
+    explain: PathContributions
 
     @classmethod
     def load(cls, ref: str = DEFAULT_MODEL, threads: int = 2) -> Scorer:
@@ -69,7 +70,7 @@ class Scorer:
                 f"features ({len(bundle.features)} vs {len(FEATURE_COLUMNS)}); retrain it"
             )
         version = model.label if model else bundle.spec.get("model_version") or "unregistered"
-        return cls(bundle, state, str(version))
+        return cls(bundle, state, str(version), PathContributions.from_booster(bundle.booster))
 
     @property
     def threshold(self) -> float:
@@ -85,7 +86,7 @@ class Scorer:
         sources: list[list[str]] = [[] for _ in range(len(X))]
         if explain and flagged.any():
             rows = np.flatnonzero(flagged)
-            words, names = top_reasons(self.bundle.contributions(X[rows]), X[rows])
+            words, names = top_reasons(self.explain(X[rows], self.bundle.threads), X[rows])
             for i, row in enumerate(rows):
                 reasons[row], sources[row] = words[i], names[i]
         return pl.DataFrame(

@@ -49,8 +49,6 @@ TARGET_OPSET = 15  # onnxmltools' LightGBM converter supports opset <= 15
 INPUT_NAME = "input"
 PROBABILITIES = 1  # index of the "probabilities" output; its column 1 is P(fake)
 ONNX_FEATURES_KEY = "knockoff.features"  # ONNX metadata: the ordered feature names (JSON list)
-PREDICT_THREADS_KEY = "knockoff.predict_threads"  # session config: chunks onnx_predict runs at once
-CHUNK_ROWS = 65_536  # rows per onnxruntime run in onnx_predict (measured in bench/score.py)
 
 # Parity limits: at most this share of rows may differ by more than DIFF_TOLERANCE.
 DIFF_TOLERANCE = 1e-4
@@ -130,14 +128,14 @@ def booster_to_onnx(booster: lgb.Booster, n_features: int) -> onnx.ModelProto:
 def onnx_session(
     model: str | os.PathLike[str] | bytes | onnx.ModelProto, threads: int = 2
 ) -> ort.InferenceSession:
-    """A CPU onnxruntime session for `onnx_predict`, which runs `threads` chunks at a time.
+    """A CPU onnxruntime session for `onnx_predict`, which scores `threads` chunks at a time.
 
-    Each `run` is single-threaded (intra_op_num_threads=1: no intra-op pool, nothing spins):
-    with a pool, onnxruntime's TreeEnsembleClassifier splits a large batch by trees and joins its
-    threads every 128 rows, which barely beats one thread and, with spinning, burns the other
-    core on a shared machine. `onnx_predict` instead scores `threads` chunks concurrently from
-    Python threads (onnxruntime releases the GIL); `threads` is kept in the session's config
-    (PREDICT_THREADS_KEY). Graph optimisation is full. bench/score.py measures the choices.
+    Every `run` is single-threaded (intra_op_num_threads=1: no intra-op pool, nothing spins).
+    Given a pool, onnxruntime's TreeEnsembleClassifier splits a large batch by trees and joins
+    its threads every 128 rows: barely faster than one thread, and with spinning it burns the
+    other core of a shared machine. `onnx_predict` instead runs chunks concurrently from
+    `threads` Python threads (onnxruntime releases the GIL); the count is kept in the session's
+    config entry "knockoff.predict_threads". Full graph optimisation. See bench/score.py.
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -147,21 +145,11 @@ def onnx_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry(PREDICT_THREADS_KEY, str(threads))
+    options.add_session_config_entry("knockoff.predict_threads", str(threads))
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def onnx_predict_threads(session: ort.InferenceSession) -> int:
-    """How many chunks `onnx_predict` runs at once on this session (1 unless onnx_session made it
-    with more threads)."""
-    value = session.get_session_options().get_session_config_entry(PREDICT_THREADS_KEY)
-    try:
-        return max(1, int(value))
-    except (TypeError, ValueError):
-        return 1
 
 
 def onnx_input_width(session: ort.InferenceSession) -> int | None:
@@ -171,10 +159,15 @@ def onnx_input_width(session: ort.InferenceSession) -> int | None:
 
 
 def onnx_predict(
-    session: ort.InferenceSession, X: NDArray[np.floating], chunk_rows: int = CHUNK_ROWS
+    session: ort.InferenceSession, X: NDArray[np.floating], chunk_rows: int = 1_000_000
 ) -> NDArray[np.float64]:
-    """P(fake) for each row of X (cast to contiguous float32), scored in chunks of at most
-    `chunk_rows` rows, `onnx_predict_threads(session)` chunks at a time."""
+    """P(fake) for each row of X (cast to contiguous float32).
+
+    Rows are scored in runs of at most `chunk_rows` rows, at least 4 runs per thread when X is
+    big enough (so a thread slowed by other work on the machine hands chunks to the others),
+    `threads` runs at a time for a session from `onnx_session(model, threads)`, one at a time
+    for any other session.
+    """
     matrix = np.ascontiguousarray(X, dtype=np.float32)
     width = onnx_input_width(session)
     if matrix.ndim != 2 or (width is not None and matrix.shape[1] != width):
@@ -183,9 +176,13 @@ def onnx_predict(
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[PROBABILITIES].name
+    try:  # set by onnx_session; other sessions (or a bad value) score one chunk at a time
+        options = session.get_session_options()
+        threads = max(1, int(options.get_session_config_entry("knockoff.predict_threads")))
+    except (RuntimeError, ValueError):
+        threads = 1
     rows = matrix.shape[0]
-    threads = onnx_predict_threads(session)
-    step = max(1, min(chunk_rows, -(-rows // threads)))  # small batches still use every thread
+    step = min(chunk_rows, max(4_096, -(-rows // (4 * threads))))
     out = np.empty(rows, dtype=np.float64)
 
     def score(start: int) -> None:

@@ -471,7 +471,7 @@ def _log_plots(
     tracking.log_figure(calibration_figure(y_valid, score), "calibration.png")
     gains = booster.feature_importance(importance_type="gain")
     tracking.log_figure(importance_figure(list(FEATURE_COLUMNS), gains), "feature_importance.png")
-    sample = np.random.default_rng(0).permutation(len(X_valid))[:5000]
+    sample = np.random.default_rng(0).permutation(len(X_valid))[:2000]  # TreeSHAP is costly
     contrib = booster.predict(X_valid[sample], pred_contrib=True, num_threads=2)
     tracking.log_figure(
         shap_summary_figure(contrib, X_valid[sample], list(FEATURE_COLUMNS)), "shap_summary.png"

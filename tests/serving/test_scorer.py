@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,6 @@ from training.config import TrainConfig
 from training.train import TrainResult, matrix, train
 
 FAST = TrainConfig(num_boost_round=60, early_stopping_rounds=20, threads=1, valid_days=40)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +171,18 @@ def test_cli_scores_with_the_registered_champion(model: TrainResult, batch: Path
     assert summary["flagged"] == pl.read_parquet(out)["flagged"].sum()
     assert pl.read_parquet(out).columns == ["listing_id", "seller_id", "score", "flagged",
                                             "reasons", "model_version"]
+
+
+def test_path_contributions_sum_to_the_raw_score_and_agree_with_treeshap(
+    scorer: Scorer, batch: Path
+) -> None:
+    features = build_features(read_catalog(batch).rows, scorer.state).collect()
+    X = matrix(features)
+    contrib = scorer.explain(X, threads=1)
+    raw = scorer.bundle.booster.predict(X, raw_score=True, num_threads=1)
+    assert np.abs(contrib.sum(axis=1) - raw).max() < 1e-9
+    flagged = scorer.bundle.predict(X) >= scorer.threshold
+    shap = scorer.bundle.contributions(X[flagged])
+    top_path = contrib[flagged, :-1].argmax(axis=1)
+    top_shap = shap[:, :-1].argmax(axis=1)
+    assert (top_path == top_shap).mean() > 0.6  # the strongest reason mostly the same feature

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,14 +21,6 @@ from training.train import MONOTONE, TrainError, TrainResult, matrix, train
 
 FAST = TrainConfig(num_boost_round=60, early_stopping_rounds=20, threads=1, valid_days=40)
 WEAK = FAST.replace(num_boost_round=1, num_leaves=2, learning_rate=0.01)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        yield folder
 
 
 @pytest.fixture(scope="module")
