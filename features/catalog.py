@@ -56,21 +56,7 @@ def read_catalog(
         _reason(currency).alias("_reason")
     )
     dup = _first_full_pass(typed, typed_files, files, Path(path))
-    first_key = pl.col("listing_id").replace_strict(
-        dup["listing_id"], dup["_first_key"], default=None, return_dtype=pl.Int64
-    )
-    first_at = pl.format("duplicate listing_id (first at row {})", first_key % _KEY_STRIDE)
-    if len(files) > 1:
-        first_file = (first_key // _KEY_STRIDE).replace_strict(
-            list(range(len(files))), [f.name for f in files], return_dtype=pl.String
-        )
-        first_at = pl.format("duplicate listing_id (first at row {} of {})",
-                             first_key % _KEY_STRIDE, first_file)
-    checked = typed.with_columns(
-        _reason=pl.when(first_key.is_not_null() & (pl.col("_key") != first_key))
-        .then(first_at)
-        .otherwise(pl.col("_reason"))
-    )
+    checked = typed if dup.is_empty() else _mark_duplicates(typed, dup, files)
     out_cols = [c.name for c in LISTING_COLUMNS] + [k for k in keep if k in columns]
     rows = checked.filter(pl.col("_reason").is_null()).select(out_cols)
     rejects = checked.filter(pl.col("_reason").is_not_null()).select(
@@ -80,6 +66,25 @@ def read_catalog(
         pl.col("_reason").alias("reason"),
     ).cast(REJECTS_SCHEMA)
     return Catalog(tuple(files), fmt, rows, rejects, extra, absent)
+
+
+def _mark_duplicates(typed: pl.LazyFrame, dup: pl.DataFrame, files: list[Path]) -> pl.LazyFrame:
+    """Reject every occurrence of a duplicated listing_id but the first. A join with the small
+    table of duplicates (not a whole-column replace, which would hold the batch in memory)."""
+    first_key = pl.col("_first_key")
+    where = pl.format("{}", first_key % _KEY_STRIDE)
+    if len(files) > 1:
+        names = pl.DataFrame({"_file_index": range(len(files)),
+                              "_first_file": [f.name for f in files]})
+        dup = dup.with_columns((pl.col("_first_key") // _KEY_STRIDE).alias("_file_index")).join(
+            names, on="_file_index").drop("_file_index")
+        where = pl.format("{} of {}", first_key % _KEY_STRIDE, pl.col("_first_file"))
+    marked = typed.join(dup.lazy(), on="listing_id", how="left", maintain_order="left")
+    return marked.with_columns(
+        _reason=pl.when(first_key.is_not_null() & (pl.col("_key") != first_key))
+        .then(pl.format("duplicate listing_id (first at row {})", where))
+        .otherwise(pl.col("_reason"))
+    )
 
 
 def _list_files(path: Path) -> tuple[list[Path], str]:
@@ -206,10 +211,9 @@ def _to_dtype(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Exp
             return pl.when(text != "").then(text.str.split("|"))
         return expr.cast(target, strict=False)
     if target == pl.Boolean() and source == pl.String():
-        return expr.str.strip_chars().str.to_lowercase().replace_strict(
-            {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False},
-            default=None, return_dtype=pl.Boolean,
-        )
+        text = expr.str.strip_chars().str.to_lowercase()
+        return (pl.when(text.is_in(["true", "1", "yes"])).then(True)
+                .when(text.is_in(["false", "0", "no"])).then(False))
     if target == pl.Int64() and source == pl.String():
         number = expr.str.strip_chars().cast(pl.Float64, strict=False)
         return pl.when(number == number.round()).then(number).cast(pl.Int64, strict=False)
@@ -276,11 +280,13 @@ def _row_rules(currency: str | None) -> list[tuple[pl.Expr, str]]:
 
 
 def _reason(currency: str | None) -> pl.Expr:
-    return pl.concat_str(
-        [pl.when(cond.fill_null(False)).then(pl.lit(msg)) for cond, msg in _row_rules(currency)],
-        separator="; ",
+    """Every broken rule, joined; null for a good row (element-wise, so it streams)."""
+    rules = [(cond.fill_null(False), msg) for cond, msg in _row_rules(currency)]
+    joined = pl.concat_str(
+        [pl.when(cond).then(pl.lit(msg)) for cond, msg in rules], separator="; ",
         ignore_nulls=True,
-    ).replace("", None)
+    )
+    return pl.when(pl.any_horizontal(cond for cond, _ in rules)).then(joined)
 
 
 def _first_full_pass(

@@ -459,12 +459,7 @@ def fit_category_codes(train: pl.LazyFrame) -> CategoryCodes:
 
 def apply_category_codes(lf: pl.LazyFrame, state: CategoryCodes) -> pl.LazyFrame:
     """category_code; an unseen category is null (LightGBM's missing branch)."""
-    return lf.with_columns(
-        pl.col("category").replace_strict(
-            state.codes["category"], state.codes["category_code"], default=None,
-            return_dtype=pl.Int64,
-        ).alias("category_code")
-    )
+    return lf.join(state.codes.lazy(), on="category", how="left", maintain_order="left")
 
 
 # ------------------------------------------------------------------ the fitted state
@@ -588,7 +583,12 @@ def batch_aggregates(lf: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
             base.drop_nulls("_image_key").group_by("_image_key").agg(
                 pl.col("seller_id").hash(seed=0).n_unique().alias("main_image_sellers"),
                 pl.col("brand").drop_nulls().hash(seed=0).n_unique().alias("main_image_brands"),
-            ).filter((pl.col("main_image_sellers") > 1) | (pl.col("main_image_brands") > 1)),
+                pl.col("brand").is_null().any().alias("_unbranded_too"),
+            ).filter(
+                # the rest (one seller, one brand or none on every row) is implied by the row
+                (pl.col("main_image_sellers") > 1) | (pl.col("main_image_brands") > 1)
+                | ((pl.col("main_image_brands") == 1) & pl.col("_unbranded_too"))
+            ).drop("_unbranded_too"),
             base.drop_nulls("seller_contact_hash").group_by("seller_contact_hash").agg(
                 pl.col("seller_id").n_unique().alias("contact_accounts")
             ).filter(pl.col("contact_accounts") > 1),

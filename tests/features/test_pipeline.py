@@ -272,3 +272,14 @@ def test_brand_risk_as_of_sees_only_labels_older_than_the_delay() -> None:
     flipped = rows.with_columns(pl.Series("is_counterfeit", [True, False, None, True, None,
                                                              False]))
     assert brand_risk_as_of(flipped, timedelta(days=14), 2.0, 0.5)[5] == got[5]
+
+
+def test_main_image_brands_counts_a_sellers_own_image_used_with_and_without_brand() -> None:
+    frame = listings(
+        {"seller_id": "S1", "brand": None, "image_hashes": ["h7"]},
+        {"seller_id": "S1", "brand": "Acme", "image_hashes": ["h7"]},
+        {"seller_id": "S2", "brand": None, "image_hashes": ["h8"]},
+    )
+    got = build_features(frame.lazy(), hand_state()).collect()
+    assert got["main_image_brands"].to_list() == [1, 1, 0]
+    assert got["main_image_sellers"].to_list() == [1, 1, 1]
