@@ -82,24 +82,31 @@ class Scorer:
         X = features.select(FEATURE_COLUMNS).to_numpy().astype(np.float32, copy=False)
         score = self.bundle.predict(X) if len(X) else np.empty(0)
         flagged = score >= self.threshold
-        reasons: list[list[str]] = [[] for _ in range(len(X))]
-        sources: list[list[str]] = [[] for _ in range(len(X))]
-        if explain and flagged.any():
-            rows = np.flatnonzero(flagged)
+        rows = np.flatnonzero(flagged) if explain else np.empty(0, dtype=np.int64)
+        words: list[list[str]] = []
+        names: list[list[str]] = []
+        if rows.size:
             words, names = top_reasons(self.explain(X[rows], self.bundle.threads), X[rows])
-            for i, row in enumerate(rows):
-                reasons[row], sources[row] = words[i], names[i]
-        return pl.DataFrame(
-            {
-                "listing_id": features["listing_id"],
-                "seller_id": features["seller_id"],
-                "score": score,
-                "flagged": flagged,
-                "reasons": reasons,
-                "model_version": [self.model_version] * len(X),
-                "reason_features": sources,
-            },
-            schema={**SCORED_SCHEMA, "reason_features": pl.List(pl.String)},
+        texts = pl.List(pl.String)
+        explained = pl.DataFrame(
+            {"_row": rows, "reasons": words, "reason_features": names},
+            schema={"_row": pl.Int64, "reasons": texts, "reason_features": texts},
+        )
+        empty = pl.lit([], dtype=texts)
+        return (
+            pl.DataFrame({
+                "_row": np.arange(len(X), dtype=np.int64),
+                "listing_id": features["listing_id"], "seller_id": features["seller_id"],
+                "score": score, "flagged": flagged,
+            })
+            .join(explained, on="_row", how="left", maintain_order="left")
+            .select(
+                "listing_id", "seller_id", "score", "flagged",
+                pl.col("reasons").fill_null(empty),
+                pl.lit(self.model_version).alias("model_version"),
+                pl.col("reason_features").fill_null(empty),
+            )
+            .cast({**SCORED_SCHEMA, "reason_features": texts})
         )
 
     def score(
