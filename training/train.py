@@ -218,7 +218,7 @@ def lgb_params(config: TrainConfig, y_train: NDArray[np.int8]) -> dict[str, obje
     positives = max(int(y_train.sum()), 1)
     weight = config.scale_pos_weight or float(np.sqrt((len(y_train) - positives) / positives))
     return {
-        "objective": "binary", "metric": "average_precision", "verbosity": -1,
+        "objective": "binary", "metric": "binary_logloss", "verbosity": -1,  # smooth for stopping
         "num_leaves": config.num_leaves, "max_depth": config.max_depth,
         "learning_rate": config.learning_rate,
         "min_data_in_leaf": config.min_data_in_leaf, "feature_fraction": config.feature_fraction,
