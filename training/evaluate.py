@@ -97,6 +97,16 @@ def _column(values: ArrayLike, n: int, what: str) -> pl.Series:
     return s.alias(what)
 
 
+def _frame(y: ArrayLike, score: ArrayLike, **columns: ArrayLike) -> pl.DataFrame:
+    """Labels, scores and the named per-row columns, checked for length, as one frame."""
+    labels = _labels(y)
+    n = labels.size
+    return pl.DataFrame(
+        {"y": labels, "score": _scores(score, n),
+         **{name: _column(values, n, name) for name, values in columns.items()}}
+    )
+
+
 def _check_k(k: int) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -112,10 +122,7 @@ def precision_at_k_daily(y: ArrayLike, score: ArrayLike, day: ArrayLike, k: int)
     are broken by row order. NaN when there are no rows.
     """
     _check_k(k)
-    labels = _labels(y)
-    frame = pl.DataFrame(
-        {"y": labels, "score": _scores(score, labels.size), "day": _column(day, labels.size, "day")}
-    )
+    frame = _frame(y, score, day=day)
     if frame.height == 0:
         return NAN
     top = frame.filter(pl.col("score").rank("ordinal", descending=True).over("day") <= k)
@@ -132,16 +139,7 @@ def seller_precision_at_k_daily(
     Ties are broken by row order. NaN when there are no rows.
     """
     _check_k(k)
-    labels = _labels(y)
-    n = labels.size
-    frame = pl.DataFrame(
-        {
-            "y": labels,
-            "score": _scores(score, n),
-            "day": _column(day, n, "day"),
-            "seller": _column(seller, n, "seller"),
-        }
-    )
+    frame = _frame(y, score, day=day, seller=seller)
     if frame.height == 0:
         return NAN
     best_per_seller = frame.filter(
@@ -260,17 +258,7 @@ def evaluate(
     `per_category` (one row per category, sorted by category).
     """
     _check_k(k)
-    labels = _labels(y)
-    n = labels.size
-    frame = pl.DataFrame(
-        {
-            "y": labels,
-            "score": _scores(score, n),
-            "day": _column(day, n, "day"),
-            "seller": _column(seller, n, "seller"),
-            "category": _column(category, n, "category"),
-        }
-    )
+    frame = _frame(y, score, day=day, seller=seller, category=category)
     per_category = [
         {"category": key[0], **_metrics(part, k)}
         for key, part in frame.partition_by("category", as_dict=True, maintain_order=True).items()
