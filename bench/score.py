@@ -7,7 +7,8 @@ Sections (every ratio is measured within the same run, with interleaved repetiti
               `--data`), LightGBM `predict` vs onnxruntime (`training.export.onnx_session` +
               `onnx_predict`, the code the scorer runs) vs lleaves (compiled with llvmlite,
               cached in `--data`), at 1 and 2 threads, for (a) a reference model of 300 trees x
-              63 leaves trained without early stopping and (b) the shipped bundle's model. Then
+              63 leaves trained without early stopping and (b) the shipped model (`--bundle`,
+              default `knockoff train` at the current TrainConfig on `--train-catalog`). Then
               the onnxruntime variants that were tried (session options, chunk sizes, Python
               threads over single-threaded runs, outputs fetched, a TreeEnsembleRegressor graph)
               on the shipped model, each checked against LightGBM before timing.
@@ -15,8 +16,9 @@ Sections (every ratio is measured within the same run, with interleaved repetiti
               prepared `--train-catalog` (features cached in `--data`): validation average
               precision on the labelled validation rows (the training metric) and against the
               generator's ground truth on every validation row, onnxruntime seconds per 1M rows at
-              2 threads on the section-1 matrix, and pred_contrib seconds (reason cost) per 10k
-              rows. Names the smallest model within `--ap-tolerance` AP of the best.
+              2 threads on the section-1 matrix, and the seconds of the scorer's reason
+              contributions (`serving.reasons.PathContributions`) per 10k rows. Names the
+              smallest model within `--ap-tolerance` AP of the best.
 3. e2e        `serving.scorer.score_catalog` on a generated catalog of `--rows` rows (seed 0,
               `catalog_<rows>.parquet` in `--data`, shared with bench/features.py), in a fresh
               subprocess so peak RSS (VmHWM) is the run's own. The scorer's pieces are wrapped
@@ -89,12 +91,12 @@ from training.export import (  # noqa: E402
 
 GIB = 1024**3
 SEED = 0  # generated catalogs: the same seed and file names as bench/features.py
-DEFAULT_BUNDLE = ROOT / "var/q/artifacts/9668192cd88d4815ae075f443889517f/artifacts/bundle"
 REFERENCE = (300, 63)  # trees, leaves of the section-1 reference model
 CONTRIB_ROWS = 10_000
 CHECK_ROWS = 100_000  # rows on which every engine and variant is checked against LightGBM
 BYTES_PER_ROW = 100  # generated Parquet catalog, measured: 975 MB for 10M rows
 LABEL = "is_counterfeit"
+RESULTS: dict[str, Any] = {}  # every figure of this run (checkpointed, printed last as JSON)
 TRUTH = "true_is_counterfeit"
 
 
@@ -139,12 +141,21 @@ def table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) ->
 
 
 def file_key(*paths: Path, extra: str = "") -> str:
-    """A short key over files' names, sizes and mtimes (cache invalidation)."""
+    """A short key over files' names, sizes and mtimes, and the source of the code that
+    computes features and trains (so a cache never outlives a change to that code)."""
     digest = hashlib.sha256(extra.encode())
     for path in paths:
         stat = path.stat()
         digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for source in sorted(code_files()):
+        digest.update(source.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def code_files() -> list[Path]:
+    """Sources whose changes invalidate cached features, prepared tables, models, bundles."""
+    return [*(ROOT / "features").glob("*.py"),
+            *(ROOT / "training" / n for n in ("train.py", "config.py", "split.py", "export.py"))]
 
 
 @dataclass
@@ -215,6 +226,18 @@ def ensure_catalog(data: Path, listings: int) -> tuple[Path, float | None]:
     say(f"generating {path} ({listings:,} rows, ~{listings / 1e6 * 12:.0f} s) ...")
     result = run_worker("generate", catalog=path, listings=listings)
     return path, float(result["seconds"])
+
+
+def shipped_bundle(data: Path, catalog: Path) -> Path:
+    """The bundle `training.train.train(catalog, TrainConfig())` writes (the shipped model at
+    the current config), trained once in a subprocess with its own MLflow store in `data` and
+    copied to `data/score_bundle_<key>`."""
+    folder = data / f"score_bundle_{file_key(catalog)}"
+    if not (folder / "model.onnx").exists():
+        say(f"training the current-config bundle on {catalog} (cached in {folder.name}) ...")
+        result = run_worker("train", catalog=catalog, out=folder)
+        say(f"trained in {result['seconds']:.0f} s: {result['trees']} trees")
+    return folder
 
 
 def feature_matrix(data: Path, catalog: Path, bundle: Path, rows: int) -> NDArray[np.float32]:
@@ -515,15 +538,18 @@ def section_inference(args: argparse.Namespace, data: Path) -> dict[str, Any]:
                                    "engines": {}}
         for t in threads:
             lgb_s = timings[f"lightgbm t{t}"].best
+            lgb_cpu = min(timings[f"lightgbm t{t}"].cpu)
             for engine in ("lightgbm", "onnxruntime", "onnxruntime-old", "lleaves"):
                 name = f"{engine} t{t}"
                 tm = timings[name]
                 figures["engines"][name] = {**tm.as_dict(), "speed_vs_lightgbm":
                                             round(lgb_s / tm.best, 3),
+                                            "cpu_vs_lightgbm": round(lgb_cpu / min(tm.cpu), 3),
                                             "max_abs_diff": diffs[name]}
                 rows_out.append({"model": label, "engine": engine, "threads": t,
                                  "min s": tm.best, "median s": tm.median,
                                  "cpu s": min(tm.cpu), "x LightGBM": lgb_s / tm.best,
+                                 "cpu x LightGBM": lgb_cpu / min(tm.cpu),
                                  "max|diff|": f"{diffs[name]:.1e}"})
         figures["onnxruntime_vs_lightgbm"] = {
             f"t{t}": figures["engines"][f"onnxruntime t{t}"]["speed_vs_lightgbm"] for t in threads}
@@ -533,9 +559,11 @@ def section_inference(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         if fit_seconds is not None and label.startswith("reference"):
             figures["fit_seconds"] = round(fit_seconds, 2)
     table(f"inference on {len(X):,} x {X.shape[1]} float32 rows of {args.infer_catalog.name} "
-          f"(x LightGBM = LightGBM min s / engine min s at the same threads; "
+          f"(x LightGBM = LightGBM min s / engine min s at the same threads, cpu x LightGBM "
+          f"the same with process CPU seconds; "
           f"onnxruntime-old = onnx_session before this change)", rows_out,
-          ["model", "engine", "threads", "min s", "median s", "cpu s", "x LightGBM", "max|diff|"])
+          ["model", "engine", "threads", "min s", "median s", "cpu s", "x LightGBM",
+           "cpu x LightGBM", "max|diff|"])
     for label, figures in result["models"].items():
         say(f"{label}: {figures['trees']} trees, {figures['leaves']} leaves; load "
             f"{figures['load_before']} -> {figures['load_after']}; onnxruntime/LightGBM "
@@ -555,15 +583,18 @@ def section_inference(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     timings = measure(variants, args.repeats)
     load_after = load_average()
     lgb_s = timings[f"lightgbm t{args.threads}"].best
+    lgb_cpu = min(timings[f"lightgbm t{args.threads}"].cpu)
     rows_out = [{"variant": name, "min s": tm.best, "median s": tm.median, "cpu s": min(tm.cpu),
-                 "x LightGBM": lgb_s / tm.best} for name, tm in timings.items()]
+                 "x LightGBM": lgb_s / tm.best, "cpu x LightGBM": lgb_cpu / min(tm.cpu)}
+                for name, tm in timings.items()]
     table(f"onnxruntime variants, shipped model, {len(X):,} rows, {args.threads} threads "
           f"(load {load_before} -> {load_after})", rows_out,
-          ["variant", "min s", "median s", "cpu s", "x LightGBM"])
+          ["variant", "min s", "median s", "cpu s", "x LightGBM", "cpu x LightGBM"])
     result["variants"] = {
         "model": "shipped", "threads": args.threads, "load_before": load_before,
         "load_after": load_after,
-        "timings": {name: {**tm.as_dict(), "speed_vs_lightgbm": round(lgb_s / tm.best, 3)}
+        "timings": {name: {**tm.as_dict(), "speed_vs_lightgbm": round(lgb_s / tm.best, 3),
+                           "cpu_vs_lightgbm": round(lgb_cpu / min(tm.cpu), 3)}
                     for name, tm in timings.items()},
     }
     return result
@@ -589,6 +620,7 @@ def bootstrap_sd(y: NDArray[np.int8], score: NDArray[np.float64], n: int = 200) 
 
 
 def section_size(args: argparse.Namespace, data: Path) -> dict[str, Any]:
+    from serving.reasons import PathContributions
     from training.train import labels, matrix
 
     say(f"\n### 2. model size vs quality  (load {load_average()})")
@@ -613,8 +645,8 @@ def section_size(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         booster = lgb.Booster(model_file=str(path))
         sess = onnx_session(booster_to_onnx(booster, X.shape[1]), args.threads)
         calls[f"onnx {name}"] = functools.partial(onnx_predict, sess, X)
-        calls[f"contrib {name}"] = functools.partial(
-            booster.predict, X_contrib, pred_contrib=True, num_threads=args.threads)
+        calls[f"reasons {name}"] = functools.partial(
+            PathContributions.from_booster(booster), X_contrib, args.threads)
         score_valid = booster.predict(X_valid, num_threads=args.threads)
         rows[name] = {
             "model": name, **model_shape(booster),
@@ -629,7 +661,7 @@ def section_size(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     per_million = 1_000_000 / len(X)
     for name, row in rows.items():
         row["onnx s/1M"] = timings[f"onnx {name}"].best * per_million
-        row["contrib s/10k"] = timings[f"contrib {name}"].best * 10_000 / len(X_contrib)
+        row["reasons s/10k"] = timings[f"reasons {name}"].best * 10_000 / len(X_contrib)
     grid = [r for n, r in rows.items() if not n.startswith("shipped")]
     best = max(grid, key=lambda r: r["AP labelled"])
     best_truth = max(grid, key=lambda r: r["AP truth"])
@@ -648,7 +680,7 @@ def section_size(args: argparse.Namespace, data: Path) -> dict[str, Any]:
           f"onnx at {args.threads} threads on {len(X):,} rows (load {load_before} -> "
           f"{load_after})", list(rows.values()),
           ["model", "trees", "leaves", "max_leaves", "AP labelled", "dAP labelled", "AP truth",
-           "dAP truth", "onnx s/1M", "contrib s/10k", "fit s"])
+           "dAP truth", "onnx s/1M", "reasons s/10k", "fit s"])
     say(f"best AP labelled {best['model']} ({best['AP labelled']:.4f}, bootstrap sd {noise:.4f});"
         f" smallest within {args.ap_tolerance}: {smallest['model']}; on truth AP the best is "
         f"{best_truth['model']} and the smallest within {args.ap_tolerance}: "
@@ -713,8 +745,14 @@ def section_e2e(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         done = [(n, r["peak_rss_gib"]) for n, r in runs.items() if "skipped" not in r]
         # linear in rows from the largest run so far (an upper bound: RSS grows slower) + 2 GiB
         need = 2.0 + (max(done)[1] * listings / max(done)[0] if done else 2.0)
-        runs[listings] = e2e_run(data, args.bundle, listings, args.threads, args.chunk_rows,
-                                 need)
+        runs[listings] = run = e2e_run(data, args.bundle, listings, args.threads,
+                                       args.chunk_rows, need)
+        if "skipped" not in run:
+            say(f"  {listings:,} rows: {run['seconds']:.0f} s, {run['rows_per_second']:,.0f} "
+                f"rows/s, peak RSS {run['peak_rss_gib']:.2f} GiB, parts "
+                + ", ".join(f"{k} {v:.1f}" for k, v in run["parts"].items()))
+        RESULTS["e2e_partial"] = runs
+        checkpoint(data)
     main = runs[args.rows]
     if "skipped" in main:
         raise SystemExit(f"end to end at {args.rows:,} rows skipped: {main['skipped']}")
@@ -763,6 +801,25 @@ def worker_generate(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     scratch.rename(args.catalog)
     return {"seconds": seconds, "rows": args.listings}
+
+
+def worker_train(args: argparse.Namespace) -> dict[str, Any]:
+    """`training.train.train` with the default TrainConfig; copies the bundle to args.out."""
+    store = args.out.with_name(f"{args.out.name}_mlflow")
+    store.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    from training.config import TrainConfig
+    from training.train import train
+
+    start = time.perf_counter()
+    result = train(args.catalog, TrainConfig(), progress=False)
+    seconds = time.perf_counter() - start
+    tmp = args.out.with_name(f".{args.out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(result.bundle, tmp)
+    tmp.rename(args.out)
+    trees = lgb.Booster(model_file=str(args.out / "model.txt")).num_trees()
+    return {"seconds": seconds, "trees": trees, "metrics": result.metrics}
 
 
 def worker_e2e(args: argparse.Namespace) -> dict[str, Any]:
@@ -832,7 +889,7 @@ def worker_e2e(args: argparse.Namespace) -> dict[str, Any]:
 
 
 WORKERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "generate": worker_generate, "e2e": worker_e2e,
+    "generate": worker_generate, "e2e": worker_e2e, "train": worker_train,
 }
 
 
@@ -857,7 +914,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=BENCH / "out", help="catalogs, caches")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="the shipped bundle")
+    p.add_argument("--bundle", type=Path,
+                   help="the shipped bundle (default: `knockoff train`'s bundle for the current "
+                        "TrainConfig on --train-catalog, trained once and cached in --data)")
     p.add_argument("--infer-catalog", type=Path, default=ROOT / "var/q/b.parquet")
     p.add_argument("--train-catalog", type=Path, default=ROOT / "var/q/a.parquet")
     p.add_argument("--infer-rows", type=int, help="matrix rows (default 1M, quick 200k)")
@@ -919,20 +978,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = args.data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    figures: dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v)
-                                        for k, v in vars(args).items() if v is not None},
-                               "environment": environment(), "load_start": load_average()}
+    if args.bundle is None:
+        args.bundle = shipped_bundle(data, args.train_catalog)
+    figures = RESULTS
+    figures.update({"args": {k: (str(v) if isinstance(v, Path) else v)
+                             for k, v in vars(args).items() if v is not None},
+                    "environment": environment(), "load_start": load_average()})
     say(f"score bench: sections {args.sections}, load {figures['load_start']}, "
         f"{figures['environment']['cpus']} cpus")
     runners: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
         "inference": section_inference, "size": section_size, "e2e": section_e2e}
+    figures["args"]["bundle"] = str(args.bundle)
     for name in args.sections:
         figures[name] = runners[name](args, data)
+        figures.pop("e2e_partial", None)
+        checkpoint(data)
     figures["load_end"] = load_average()
     figures["seconds"] = round(time.perf_counter() - started, 1)
     say(f"\nload average {figures['load_start']} at start, {figures['load_end']} at end; "
         f"{figures['seconds']:.0f} s")
     say(json.dumps(figures, default=_json_default))
+
+
+def checkpoint(data: Path) -> None:
+    """RESULTS so far, in `data/score_results.json` (a killed run keeps its finished parts)."""
+    tmp = data / ".score_results.json.partial"
+    tmp.write_text(json.dumps(RESULTS, default=_json_default) + "\n")
+    tmp.rename(data / "score_results.json")
 
 
 def _json_default(value: object) -> object:
