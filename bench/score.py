@@ -140,22 +140,23 @@ def table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) ->
         say("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
 
 
-def file_key(*paths: Path, extra: str = "") -> str:
+def file_key(*paths: Path, training: bool = True) -> str:
     """A short key over files' names, sizes and mtimes, and the source of the code that
-    computes features and trains (so a cache never outlives a change to that code)."""
-    digest = hashlib.sha256(extra.encode())
+    computes features (and, with `training`, trains and exports): a cache never outlives a change
+    to that code."""
+    digest = hashlib.sha256()
     for path in paths:
         stat = path.stat()
         digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    for source in sorted(code_files()):
+    for source in sorted(code_files(training)):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:12]
 
 
-def code_files() -> list[Path]:
-    """Sources whose changes invalidate cached features, prepared tables, models, bundles."""
-    return [*(ROOT / "features").glob("*.py"),
-            *(ROOT / "training" / n for n in ("train.py", "config.py", "split.py", "export.py"))]
+def code_files(training: bool = True) -> list[Path]:
+    """Sources whose changes invalidate cached features (and prepared tables, models, bundles)."""
+    names = ("train.py", "config.py", "split.py", "evaluate.py", "export.py") if training else ()
+    return [*(ROOT / "features").glob("*.py"), *(ROOT / "training" / n for n in names)]
 
 
 @dataclass
@@ -243,7 +244,7 @@ def shipped_bundle(data: Path, catalog: Path) -> Path:
 def feature_matrix(data: Path, catalog: Path, bundle: Path, rows: int) -> NDArray[np.float32]:
     """The first `rows` rows of `catalog`'s features (bundle's feature state, whole-batch
     aggregates over the catalog), C-contiguous float32, cached in `data`."""
-    key = file_key(catalog, bundle / "feature_spec.json")
+    key = file_key(catalog, bundle / "feature_spec.json", training=False)
     cache = data / f"score_X_{catalog.stem}_{key}.npy"
     if not cache.exists():
         from features.catalog import read_catalog
@@ -995,6 +996,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpoint(data)
     figures["load_end"] = load_average()
     figures["seconds"] = round(time.perf_counter() - started, 1)
+    checkpoint(data)
     say(f"\nload average {figures['load_start']} at start, {figures['load_end']} at end; "
         f"{figures['seconds']:.0f} s")
     say(json.dumps(figures, default=_json_default))
