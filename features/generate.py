@@ -195,6 +195,7 @@ TIER_MULTIPLIER = {PREMIUM: (6.0, 18.0), MID: (2.0, 4.0), MASS: (0.8, 1.3)}
 TIER_POPULARITY = {PREMIUM: 1.0, MID: 2.0, MASS: 3.0}
 HOMOGLYPHS = {"o": "0", "l": "1", "i": "1", "m": "rn", "w": "vv", "e": "3", "a": "@", "s": "$"}
 N_TYPOS = 6
+MARKET_SEED = 0  # brands' price levels and typo variants do not change with --seed
 
 # seller kinds
 STORE, RESELLER, SMALL, OPPORTUNIST, RING = 0, 1, 2, 3, 4
@@ -210,13 +211,15 @@ class World:
     n_cats: np.ndarray  # [B]
     level: np.ndarray  # [B, C] median price (nan outside home categories)
     typos: np.ndarray  # [B * N_TYPOS] str
+    tier: np.ndarray  # [B] PREMIUM / MID / MASS
     popularity: np.ndarray  # [B]
     fake_early: np.ndarray  # [B] fake target weights before the drift cutoff
     fake_late: np.ndarray  # [B] ... and after it
     newly: np.ndarray  # [B] bool
     cat_brands: np.ndarray  # [C, max] brands whose home includes the category (padded)
     cat_brand_n: np.ndarray  # [C]
-    photo_salt: np.uint64
+    photo_salt: np.uint64  # official photos
+    ring_salt: np.uint64  # rings' private photo pools
 
 
 @dataclass
@@ -346,8 +349,12 @@ def _typo_variants(name: str, rng: np.random.Generator) -> list[str]:
 
 
 def build_world(seed: int, drift: float) -> World:
-    """Brand price levels, typosquats and fake-target weights for one seed."""
-    rng = _rng(seed, 0)
+    """Brand price levels, typosquats and fake-target weights.
+
+    The market itself (price levels, typo variants, official photos) is the same for every
+    seed, as for catalogs of one platform drawn at different times; `seed` only salts the
+    counterfeit rings' private photo pools."""
+    rng = _rng(MARKET_SEED, 0)
     n_b, n_c = len(BRANDS), len(CATEGORIES)
     level = np.full((n_b, n_c), np.nan)
     cat_pair = np.zeros((n_b, 2), dtype=np.int64)
@@ -370,6 +377,7 @@ def build_world(seed: int, drift: float) -> World:
         n_cats=np.array([len(b.categories) for b in BRANDS]),
         level=level,
         typos=np.array([t for b in BRANDS for t in _typo_variants(b.name, rng)]),
+        tier=np.array([b.tier for b in BRANDS]),
         popularity=np.array([TIER_POPULARITY[b.tier] for b in BRANDS]),
         fake_early=fake_early,
         fake_late=fake_late,
@@ -377,6 +385,7 @@ def build_world(seed: int, drift: float) -> World:
         cat_brands=cat_brands,
         cat_brand_n=np.array([len(m) for m in members]),
         photo_salt=np.uint64(rng.integers(0, 2**63)),
+        ring_salt=np.uint64(_rng(seed, 0).integers(0, 2**63)),
     )
 
 
@@ -639,13 +648,19 @@ def _prices(rng: np.random.Generator, r: Rows, world: World) -> None:
     kind, fake = r["kind"], r["fake"]
     item = level * rng.lognormal(0.0, 0.2, n)  # this product's retail price
     u = rng.random(n)
+    # Premium houses control their prices (selective distribution, no outlets online): genuine
+    # premium goods are rarely more than ~30% off. Mid and mass brands clear end-of-line stock
+    # at 40-75% off through resellers and small sellers, so a deep discount is only suspicious
+    # together with the brand's tier -- an interaction a linear score cannot express.
+    premium = (r["brand"] >= 0) & (world.tier[b0] == PREMIUM)
+    deep = np.where(premium, 0.0, rng.uniform(0.4, 0.75, n))
     discount = np.select(
         [kind == STORE, kind == RESELLER, kind == SMALL],
-        [np.where(u < 0.12, rng.uniform(0.1, 0.25, n), 0.0),
-         np.where(u < 0.25, rng.uniform(0.3, 0.6, n),
+        [np.where(u < 0.12, rng.uniform(0.1, 0.25, n), np.where(u < 0.18, deep, 0.0)),
+         np.where(u < 0.25, np.where(premium, rng.uniform(0.15, 0.3, n), deep),
                   np.where(u < 0.55, rng.uniform(0.05, 0.2, n), 0.0)),
-         rng.uniform(-0.05, 0.4, n)],
-        rng.uniform(0.0, 0.3, n),
+         np.where(u < 0.2, deep, rng.uniform(-0.05, np.where(premium, 0.25, 0.4), n))],
+        np.where(u < 0.15, deep, rng.uniform(0.0, 0.3, n)),
     )
     genuine_price = item * (1 - discount)
     fake_ratio = np.where(r["smart"], rng.uniform(0.70, 0.95, n), rng.uniform(0.10, 0.35, n))
@@ -840,7 +855,7 @@ def _images(rng: np.random.Generator, r: Rows, world: World, sel: Sellers
                     r["colour"][row], slot)
     ring_id = np.maximum(sel.ring[s], 0)
     pool_idx = np.floor(rng.random(total) * sel.ring_pool[ring_id][row]).astype(np.int64)
-    pooled = _mix(world.photo_salt + np.uint64(1), ring_id[row], pool_idx)
+    pooled = _mix(world.ring_salt, ring_id[row], pool_idx)
     own = rng.integers(0, 2**63, total, dtype=np.int64).astype(np.uint64) * np.uint64(2) + (
         rng.random(total) < 0.5).astype(np.uint64)
     hashes = np.where(use_pool, pooled, np.where(use_off, official, own))
@@ -871,7 +886,7 @@ def _activity(rng: np.random.Generator, r: Rows, cfg: Config) -> None:
 
 
 def _labels(rng: np.random.Generator, r: Rows, sel: Sellers, cfg: Config) -> np.ndarray:
-    """Biased review: suspicious listings get inspected; recent ones rarely; 2% noise.
+    """Biased review: suspicious listings get inspected; recent ones rarely; some mistakes.
 
     Returns float array: 1.0 / 0.0 labels, nan = unreviewed.
     """
@@ -890,7 +905,11 @@ def _labels(rng: np.random.Generator, r: Rows, sel: Sellers, cfg: Config) -> np.
     p = 1.0 / (1.0 + np.exp(-logit)) + 0.02
     p = np.where(r["t"] > cfg.days - LABEL_LAG_DAYS, 0.08 * p, p)
     reviewed = rng.random(n) < p
-    label = r["fake"] ^ (rng.random(n) < 0.02)
+    # officers' mistakes: a genuine item is rarely called fake (the brand owner confirms), while
+    # smart fakes pass inspection more often than cheap ones
+    fake = r["fake"]
+    p_wrong = np.where(fake, np.where(r["smart"], 0.06, 0.01), 0.003)
+    label = fake ^ (rng.random(n) < p_wrong)
     return np.where(reviewed, label.astype(float), np.nan)
 
 
