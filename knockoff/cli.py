@@ -29,8 +29,19 @@ def _quiet_environment() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _json_safe(value: object) -> object:
+    """NaN (a metric undefined for the data, e.g. too few rows a day) becomes null: valid JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _print_summary(summary: dict[str, object]) -> None:
-    print(json.dumps(summary, default=str))
+    print(json.dumps(_json_safe(summary), default=str, allow_nan=False))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

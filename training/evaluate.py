@@ -25,6 +25,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "average_precision",
     "roc_auc",
     "precision_at_k",
+    "precision_at_k_ceiling",
     "seller_precision_at_k",
     "recall_at_p90",
     "brier",
@@ -115,18 +116,39 @@ def _check_k(k: int) -> None:
 # --------------------------------------------------------------------------- ranking metrics
 
 
+def _daily_precision(frame: pl.DataFrame, k: int) -> float:
+    """Mean over full days of the precision of each day's k best rows (frame: y, score, day).
+
+    A day with fewer than k rows cannot fill a queue of k and is left out: its "precision at k"
+    would be the share of fakes among whatever rows it has, the same for every ranking. (The
+    newest days of a validation window are mostly unlabelled yet.) NaN when no day is full."""
+    ranked = frame.with_columns(
+        rank=pl.col("score").rank("ordinal", descending=True).over("day"),
+        size=pl.len().over("day"),
+    )
+    top = ranked.filter((pl.col("size") >= k) & (pl.col("rank") <= k))
+    if top.height == 0:
+        return NAN
+    return float(top.group_by("day").agg(pl.col("y").mean())["y"].mean())
+
+
 def precision_at_k_daily(y: ArrayLike, score: ArrayLike, day: ArrayLike, k: int) -> float:
     """Mean over days of the precision among that day's k highest-scoring rows.
 
-    A day with fewer than k rows contributes the precision over all its rows. Ties in score
-    are broken by row order. NaN when there are no rows.
+    Only days with at least k rows count (see `_daily_precision`). Ties in score are broken by
+    row order. NaN when no day has k rows.
     """
     _check_k(k)
-    frame = _frame(y, score, day=day)
-    if frame.height == 0:
-        return NAN
-    top = frame.filter(pl.col("score").rank("ordinal", descending=True).over("day") <= k)
-    return float(top.group_by("day").agg(pl.col("y").mean())["y"].mean())
+    return _daily_precision(_frame(y, score, day=day), k)
+
+
+def precision_at_k_ceiling(y: ArrayLike, day: ArrayLike, k: int) -> float:
+    """What a perfect ranking would score on `precision_at_k_daily`: per full day,
+    min(k, fakes that day) / k, averaged. A model near it is limited by the data, not its order
+    (when a day has fewer fakes than k, even a perfect queue holds genuine listings)."""
+    _check_k(k)
+    labels = _labels(y)
+    return _daily_precision(_frame(labels, labels.astype(np.float64), day=day), k)
 
 
 def seller_precision_at_k_daily(
@@ -135,18 +157,20 @@ def seller_precision_at_k_daily(
     """Daily precision at k where a seller counts once per day.
 
     Per day, each seller is represented by their best-scoring row; the k sellers with the highest
-    such rows are taken, and precision is computed over those k rows. Averaged over days.
-    Ties are broken by row order. NaN when there are no rows.
+    such rows are taken, and precision is computed over those k rows. Averaged over the days with
+    at least k sellers. Ties are broken by row order. NaN when no day has k sellers.
     """
     _check_k(k)
     frame = _frame(y, score, day=day, seller=seller)
-    if frame.height == 0:
-        return NAN
     best_per_seller = frame.filter(
         pl.col("score").rank("ordinal", descending=True).over("day", "seller") == 1
     )
-    top = best_per_seller.filter(pl.col("score").rank("ordinal", descending=True).over("day") <= k)
-    return float(top.group_by("day").agg(pl.col("y").mean())["y"].mean())
+    return _daily_precision(best_per_seller, k)
+
+
+def category_capacity(k: int, rows: int, total: int) -> int:
+    """A category's share of the daily review capacity k: proportional to its rows, >= 1."""
+    return max(1, round(k * rows / total)) if total else k
 
 
 # --------------------------------------------------------------------------- threshold metrics
@@ -164,6 +188,86 @@ def _pr_points(
     positives = float(labels.sum())
     recall = tp / positives if positives else np.full_like(tp, NAN)
     return s[last_of_value], tp / flagged, recall
+
+
+class _Ranking:
+    """Rows ordered by one score, for repeated weighted average precision (seller bootstrap).
+
+    Average precision sums, over the blocks of tied scores that hold fakes, the block's share of
+    the fakes times the precision at the block's end; only those blocks are kept, so one
+    evaluation costs a gather and a cumulative sum over the rows plus work over the fakes."""
+
+    def __init__(self, labels: NDArray[np.int8], scores: NDArray[np.float64],
+                 groups: NDArray[np.int64]) -> None:
+        order = np.argsort(-scores, kind="stable")
+        ordered = scores[order]
+        block_end = np.append(ordered[1:] != ordered[:-1], True)
+        block = np.cumsum(np.append(False, block_end[:-1]))  # block number of each row
+        ends = np.flatnonzero(block_end)
+        positive = np.flatnonzero(labels[order])
+        pos_block = block[positive]
+        blocks = np.unique(pos_block)
+        self.groups = groups[order]
+        self.pos_groups = self.groups[positive]
+        self.last_pos = np.searchsorted(pos_block, blocks, side="right") - 1
+        self.block_ends = ends[blocks]
+
+    def average_precision(self, weights: NDArray[np.float64]) -> float:
+        """sklearn's step-wise average precision with one weight per group."""
+        if self.last_pos.size == 0:
+            return NAN
+        tp = np.cumsum(weights[self.pos_groups])[self.last_pos]
+        if tp[-1] <= 0:
+            return NAN
+        flagged = np.cumsum(weights[self.groups])[self.block_ends]
+        precision = tp / np.maximum(flagged, 1e-300)
+        return float(np.sum(np.diff(tp, prepend=0.0) * precision) / tp[-1])
+
+
+@dataclass(frozen=True)
+class Gain:
+    """Average precision of a model minus a baseline's on the same rows, with a 95% interval."""
+
+    difference: float
+    low: float
+    high: float
+    resamples: int
+
+    def __str__(self) -> str:
+        return (f"{self.difference:+.3f} (95% interval {self.low:+.3f} to {self.high:+.3f}, "
+                f"{self.resamples} seller-bootstrap resamples)")
+
+
+def average_precision_gains(
+    y: ArrayLike, score: ArrayLike, baselines: Mapping[str, ArrayLike], seller: ArrayLike,
+    resamples: int = 200, seed: int = 0,
+) -> dict[str, Gain]:
+    """Paired seller bootstrap of AP(score) - AP(baseline), for each baseline.
+
+    Listings of one seller are alike, so sellers (not rows) are resampled: each seller gets a
+    Poisson(1) weight for all its rows, and every score is evaluated under the same weights."""
+    labels = _labels(y)
+    n = labels.size
+    sellers = _column(seller, n, "seller").cast(pl.String).fill_null("")
+    codes = sellers.rank("dense").to_numpy().astype(np.int64) - 1
+    n_sellers = int(codes.max()) + 1 if n else 0
+    model = _Ranking(labels, _scores(score, n), codes)
+    others = {name: _Ranking(labels, _scores(b, n), codes) for name, b in baselines.items()}
+    rng = np.random.default_rng(seed)
+    ones = np.ones(n_sellers)
+    point = {name: model.average_precision(ones) - r.average_precision(ones)
+             for name, r in others.items()}
+    draws: dict[str, list[float]] = {name: [] for name in others}
+    for _ in range(resamples):
+        w = rng.poisson(1.0, n_sellers).astype(np.float64)
+        ap = model.average_precision(w)
+        for name, r in others.items():
+            draws[name].append(ap - r.average_precision(w))
+    gains = {}
+    for name, d in draws.items():
+        low, high = np.nanpercentile(d, [2.5, 97.5]) if d else (NAN, NAN)
+        gains[name] = Gain(float(point[name]), float(low), float(high), resamples)
+    return gains
 
 
 def recall_at_precision(y: ArrayLike, score: ArrayLike, target: float = 0.9) -> float:
@@ -234,6 +338,7 @@ def _metrics(frame: pl.DataFrame, k: int) -> dict[str, float]:
         "average_precision": (float(average_precision_score(labels, scores)) if positives else NAN),
         "roc_auc": float(roc_auc_score(labels, scores)) if both_classes else NAN,
         "precision_at_k": precision_at_k_daily(labels, scores, frame["day"], k),
+        "precision_at_k_ceiling": precision_at_k_ceiling(labels, frame["day"], k),
         "seller_precision_at_k": seller_precision_at_k_daily(
             labels, scores, frame["day"], frame["seller"], k
         ),
@@ -260,7 +365,7 @@ def evaluate(
     _check_k(k)
     frame = _frame(y, score, day=day, seller=seller, category=category)
     per_category = [
-        {"category": key[0], **_metrics(part, k)}
+        {"category": key[0], **_metrics(part, category_capacity(k, part.height, frame.height))}
         for key, part in frame.partition_by("category", as_dict=True, maintain_order=True).items()
     ]
     table = pl.DataFrame(

@@ -38,6 +38,8 @@ from training import tracking
 from training.config import TrainConfig
 from training.evaluate import (
     Evaluation,
+    Gain,
+    average_precision_gains,
     calibration_figure,
     choose_threshold,
     evaluate,
@@ -296,6 +298,7 @@ class TrainResult:
     metrics: dict[str, float]  # the model on the validation window's labelled rows
     # where -> model/baseline name -> metrics; where: valid, valid_truth, holdout, holdout_truth
     comparisons: dict[str, dict[str, dict[str, float]]]
+    gains: dict[str, dict[str, Gain]]  # where -> baseline -> the model's AP gain over it
     threshold: float
     promoted: bool
     champion_before: str | None
@@ -317,12 +320,17 @@ class TrainResult:
                         for name, m in by_name.items()}
                 for where, by_name in self.comparisons.items()
             },
+            "ap_gain": {  # the model's AP minus each baseline's: [difference, 95% low, high]
+                where: {name: [round(g.difference, 4), round(g.low, 4), round(g.high, 4)]
+                        for name, g in by_name.items()}
+                for where, by_name in self.gains.items()
+            },
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
 
-SUMMARY_KEYS = ("average_precision", "precision_at_k", "seller_precision_at_k",
-                "recall_at_p90", "roc_auc", "brier")
+SUMMARY_KEYS = ("average_precision", "precision_at_k", "precision_at_k_ceiling",
+                "seller_precision_at_k", "recall_at_p90", "roc_auc", "brier")
 
 
 def score_with_bundle(bundle_dir: Path, valid_lf: pl.LazyFrame, threads: int) -> pl.DataFrame:
@@ -339,8 +347,9 @@ def score_with_bundle(bundle_dir: Path, valid_lf: pl.LazyFrame, threads: int) ->
 def compare(
     frame: pl.DataFrame, booster: lgb.Booster, logistic: Pipeline, config: TrainConfig,
     column: str = LABEL,
-) -> dict[str, Evaluation]:
-    """The model and both baselines on the rows of a feature table that have `column`."""
+) -> tuple[dict[str, Evaluation], dict[str, Gain]]:
+    """The model and both baselines on the rows of a feature table that have `column`, and the
+    model's average-precision gain over each baseline (seller bootstrap)."""
     rows = frame.filter(pl.col(column).is_not_null())
     X = matrix(rows)
     scores = {
@@ -348,7 +357,12 @@ def compare(
         "rules": rules_baseline_score(rows),
         "logistic": logistic.predict_proba(X.astype(np.float64))[:, 1],
     }
-    return {name: _evaluate(rows, score, config, column) for name, score in scores.items()}
+    y = labels(rows, column)
+    evaluations = {name: _evaluate(rows, score, config, column) for name, score in scores.items()}
+    baselines = {name: score for name, score in scores.items() if name != "lightgbm"}
+    gains = average_precision_gains(y, scores["lightgbm"], baselines, rows["seller_id"],
+                                    seed=config.seed)
+    return evaluations, gains
 
 
 def holdout_features(path: str | Path, state: FeatureState, config: TrainConfig) -> pl.DataFrame:
@@ -379,15 +393,19 @@ def train(
         score = booster.predict(X_valid, num_threads=config.threads)
     with timings.stage("baselines"):
         logistic = fit_logistic(prepared.train, config.seed)
-        evaluations = {"valid": compare(prepared.valid, booster, logistic, config)}
+        evaluations: dict[str, dict[str, Evaluation]] = {}
+        gains: dict[str, dict[str, Gain]] = {}
+        evaluations["valid"], gains["valid"] = compare(prepared.valid, booster, logistic, config)
         if prepared.has_truth:
-            evaluations["valid_truth"] = compare(prepared.valid, booster, logistic, config, TRUTH)
+            evaluations["valid_truth"], gains["valid_truth"] = compare(
+                prepared.valid, booster, logistic, config, TRUTH)
     if holdout is not None:
         with timings.stage("holdout"):
             other = holdout_features(holdout, prepared.state, config)
-            evaluations["holdout"] = compare(other, booster, logistic, config)
+            evaluations["holdout"], gains["holdout"] = compare(other, booster, logistic, config)
             if TRUTH in other.columns:
-                evaluations["holdout_truth"] = compare(other, booster, logistic, config, TRUTH)
+                evaluations["holdout_truth"], gains["holdout_truth"] = compare(
+                    other, booster, logistic, config, TRUTH)
     model_eval = evaluations["valid"]["lightgbm"]
     choice = choose_threshold(y_valid, score, config.target_precision)
 
@@ -405,6 +423,10 @@ def train(
                 prefix = ("" if where == "valid" else f"{where}_") + (
                     "" if name == "lightgbm" else f"{name}_")
                 tracking.log_metrics(ev.metrics, prefix=prefix)
+            for name, gain in gains[where].items():
+                prefix = ("" if where == "valid" else f"{where}_") + f"ap_gain_vs_{name}"
+                tracking.log_metrics({prefix: gain.difference, f"{prefix}_low": gain.low,
+                                      f"{prefix}_high": gain.high})
         tracking.log_metrics({"threshold": choice.threshold, "threshold_precision":
                               choice.precision, "threshold_recall": choice.recall})
         baseline_scores = {"rules": rules_baseline_score(valid),
@@ -424,7 +446,8 @@ def train(
                     "valid_window": {"start": prepared.windows.valid_start,
                                      "end": prepared.windows.valid_end},
                     "currency": config.currency, "threshold_rule": choice.rule,
-                    "metrics": model_eval.metrics,
+                    "metrics": {k: (v if v == v else None)  # NaN: undefined here
+                                for k, v in model_eval.metrics.items()},
                 },
                 threads=config.threads,
             )
@@ -446,8 +469,8 @@ def train(
         if promoted:
             tracking.promote(ref)
         tracking.log_text(
-            model_card(config, prepared, evaluations, choice.rule, choice.threshold, ref.label,
-                       before, before_metric, promoted, holdout, comparable),
+            model_card(config, prepared, evaluations, gains, choice.rule, choice.threshold,
+                       ref.label, before, before_metric, promoted, holdout, comparable),
             "model_card.md",
         )
         tracking.set_run_tags({"model_version": ref.label, "promoted": promoted,
@@ -456,6 +479,7 @@ def train(
     return TrainResult(
         run_id, ref.label, model_eval.metrics,
         {w: {n: ev.metrics for n, ev in by.items()} for w, by in evaluations.items()},
+        gains,
         choice.threshold, promoted, before.label if before else None, before_metric,
         bundle_path, timings.seconds,
     )
@@ -515,11 +539,20 @@ def _metric_table(by_name: dict[str, Evaluation]) -> str:
     return "\n".join([head, *rows])
 
 
+def _gain_lines(gains: dict[str, Gain]) -> str:
+    lines = []
+    for name, gain in gains.items():
+        verdict = ("clearly better" if gain.low > 0 else "clearly worse" if gain.high < 0
+                   else "not distinguishable")
+        lines.append(f"- LightGBM minus {name}, average precision: {gain} -> {verdict}")
+    return "\n".join(lines)
+
+
 def model_card(
     config: TrainConfig, prepared: Prepared, evaluations: dict[str, dict[str, Evaluation]],
-    rule: str, threshold: float, version: str, before: tracking.ModelRef | None,
-    before_metric: float | None, promoted: bool, holdout: str | Path | None,
-    comparable: bool = True,
+    gains: dict[str, dict[str, Gain]], rule: str, threshold: float, version: str,
+    before: tracking.ModelRef | None, before_metric: float | None, promoted: bool,
+    holdout: str | Path | None, comparable: bool = True,
 ) -> str:
     """The run's model card in Markdown: data, metrics against baselines, threshold, limits."""
     w, c = prepared.windows, prepared.counts
@@ -534,7 +567,8 @@ def model_card(
         f"{_fmt(before_metric)} average precision on this window"
     )
     sections = "\n\n".join(
-        f"### {WHERE[where].format(holdout=holdout)}\n{_metric_table(by_name)}"
+        f"### {WHERE[where].format(holdout=holdout)}\n{_metric_table(by_name)}\n\n"
+        f"{_gain_lines(gains[where])}"
         for where, by_name in evaluations.items()
     )
     return f"""# Model card: {version}
@@ -550,9 +584,13 @@ def model_card(
 - Catalog fingerprint `{prepared.fingerprint}`; {c['rows_rejected']} rows rejected by validation.
 
 ## Metrics: LightGBM against the baselines
-k = {config.review_capacity} listings per day (the officers' daily review capacity). `rules` is
-what an officer does by hand (price far below the brand, copy words, complaints); `logistic` is
-a logistic regression on the same features.
+k = {config.review_capacity} listings per day (the officers' daily review capacity; days with fewer
+rows than k are left out of precision@k). `precision_at_k_ceiling` is what a perfect ranking
+would get: when a day has fewer fakes than k, no model can fill the queue with fakes, and models
+near the ceiling differ in how deep they reach (recall at precision 0.9, average precision), not
+in the queue. `rules` is what an officer does by hand (price far below the brand, copy words,
+complaints); `logistic` is a logistic regression on the same features. Gains are paired: both
+scores on the same resampled sellers.
 
 {sections}
 

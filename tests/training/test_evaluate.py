@@ -15,11 +15,14 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from training.evaluate import (
     METRIC_KEYS,
     ThresholdChoice,
+    average_precision_gains,
     calibration_figure,
+    category_capacity,
     choose_threshold,
     evaluate,
     importance_figure,
     pr_curve_figure,
+    precision_at_k_ceiling,
     precision_at_k_daily,
     recall_at_precision,
     rules_baseline_score,
@@ -51,10 +54,43 @@ def test_precision_at_k_daily_hand_computed() -> None:
     assert precision_at_k_daily(Y, SCORE, DAY, k=2) == pytest.approx(0.75)
 
 
-def test_precision_at_k_day_with_fewer_rows_than_k_uses_all_its_rows() -> None:
-    # day 1 top 2 = 1/2; day 3 has a single positive row -> 1/1; mean = 0.75
+def test_precision_at_k_leaves_out_days_with_fewer_rows_than_k() -> None:
+    # day 1 top 2 = 1/2; day 3 has a single row and cannot fill a queue of 2 -> left out
     y, score, day = [1, 0, 0, 1], [0.9, 0.8, 0.1, 0.5], [D1, D1, D1, date(2025, 3, 3)]
-    assert precision_at_k_daily(y, score, day, k=2) == pytest.approx(0.75)
+    assert precision_at_k_daily(y, score, day, k=2) == pytest.approx(0.5)
+    assert precision_at_k_daily(y, score, day, k=1) == pytest.approx(1.0)  # both days count
+    assert math.isnan(precision_at_k_daily(y, score, day, k=4))  # no full day
+    # seller version: day 1 has 2 sellers, so k=3 has no full day either
+    assert math.isnan(seller_precision_at_k_daily(y, score, day, ["A", "A", "B", "C"], k=3))
+
+
+def test_category_capacity_is_proportional_and_at_least_one() -> None:
+    assert category_capacity(200, 250, 1000) == 50
+    assert category_capacity(200, 1, 1000) == 1
+    assert category_capacity(200, 0, 0) == 200
+
+
+def test_precision_at_k_ceiling_is_the_perfect_rankings_precision() -> None:
+    # 3 fakes on each day: a perfect queue of 2 is all fakes; a queue of 4 holds 3 of them
+    assert precision_at_k_ceiling(Y, DAY, k=2) == pytest.approx(1.0)
+    assert precision_at_k_ceiling(Y, DAY, k=4) == pytest.approx(0.75)
+    assert precision_at_k_daily(Y, Y, DAY, k=4) == pytest.approx(0.75)
+    assert math.isnan(precision_at_k_ceiling(Y, DAY, k=6))  # no day has 6 rows
+
+
+def test_average_precision_gain_matches_sklearn_and_brackets_it() -> None:
+    rng = np.random.default_rng(3)
+    n = 4_000
+    y = (rng.random(n) < 0.2).astype(int)
+    sellers = rng.integers(0, 300, n)
+    good = np.round(y + rng.normal(0, 0.7, n), 1)  # ties on purpose
+    weak = good + rng.normal(0, 1.5, n)
+    gains = average_precision_gains(y, good, {"weak": weak, "same": good}, sellers, resamples=100)
+    expected = average_precision_score(y, good) - average_precision_score(y, weak)
+    assert gains["weak"].difference == pytest.approx(expected)
+    assert 0 < gains["weak"].low < gains["weak"].difference < gains["weak"].high
+    assert (gains["same"].difference, gains["same"].low, gains["same"].high) == (0, 0, 0)
+    assert "seller-bootstrap" in str(gains["weak"])
 
 
 def test_seller_dedup_changes_precision_as_expected() -> None:
@@ -129,7 +165,8 @@ def test_per_category_has_one_row_per_category_and_nulls_where_undefined() -> No
     assert watches["precision_at_k"] == pytest.approx(1.0)
     assert watches["rows"] == 2.0
     bags = table.row(0, named=True)
-    # bags: day 1 top 2 {b 0, c 1} = .5; day 2 top 2 {g 1, h 0} = .5
+    # capacity is split by rows: watches 2/10 of k=2 -> 1 (rounded up to 1), bags 8/10 -> 2
+    # watches: top 1 per day = a, f (both fakes); bags: day 1 {b 0, c 1} = .5; day 2 {g 1, h 0}
     assert bags["precision_at_k"] == pytest.approx(0.5)
     assert bags["roc_auc"] is not None
 
