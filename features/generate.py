@@ -649,8 +649,8 @@ def _prices(rng: np.random.Generator, r: Rows, world: World) -> None:
     item = level * rng.lognormal(0.0, 0.2, n)  # this product's retail price
     u = rng.random(n)
     # Premium houses control their prices (selective distribution, no outlets online): genuine
-    # premium goods are rarely more than ~30% off. Mid and mass brands clear end-of-line stock
-    # at 40-75% off through resellers and small sellers, so a deep discount is only suspicious
+    # premium goods are rarely more than ~30% off. Mid, mass and unbranded goods are cleared at
+    # 40-75% off (end of line) by every kind of seller, so a deep discount is only suspicious
     # together with the brand's tier -- an interaction a linear score cannot express.
     premium = (r["brand"] >= 0) & (world.tier[b0] == PREMIUM)
     deep = np.where(premium, 0.0, rng.uniform(0.4, 0.75, n))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ def _quiet_environment() -> None:
 
 def _json_safe(value: object) -> object:
     """NaN (a metric undefined for the data, e.g. too few rows a day) becomes null: valid JSON."""
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}

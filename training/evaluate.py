@@ -170,7 +170,7 @@ def seller_precision_at_k_daily(
 
 def category_capacity(k: int, rows: int, total: int) -> int:
     """A category's share of the daily review capacity k: proportional to its rows, >= 1."""
-    return max(1, round(k * rows / total)) if total else k
+    return max(1, int(k * rows / total + 0.5)) if total else k
 
 
 # --------------------------------------------------------------------------- threshold metrics
@@ -213,7 +213,8 @@ class _Ranking:
         self.block_ends = ends[blocks]
 
     def average_precision(self, weights: NDArray[np.float64]) -> float:
-        """sklearn's step-wise average precision with one weight per group."""
+        """sklearn's step-wise average precision with one weight per group (equal to rounding);
+        NaN, not sklearn's 0, when no fake has weight."""
         if self.last_pos.size == 0:
             return NAN
         tp = np.cumsum(weights[self.pos_groups])[self.last_pos]
@@ -231,7 +232,7 @@ class Gain:
     difference: float
     low: float
     high: float
-    resamples: int
+    resamples: int  # resamples with a defined AP (the interval's basis)
 
     def __str__(self) -> str:
         return (f"{self.difference:+.3f} (95% interval {self.low:+.3f} to {self.high:+.3f}, "
@@ -265,8 +266,10 @@ def average_precision_gains(
             draws[name].append(ap - r.average_precision(w))
     gains = {}
     for name, d in draws.items():
-        low, high = np.nanpercentile(d, [2.5, 97.5]) if d else (NAN, NAN)
-        gains[name] = Gain(float(point[name]), float(low), float(high), resamples)
+        # a resample whose sellers with fakes all drew weight 0 has no AP: it does not count
+        finite = np.asarray(d)[np.isfinite(d)]
+        low, high = np.percentile(finite, [2.5, 97.5]) if finite.size else (NAN, NAN)
+        gains[name] = Gain(float(point[name]), float(low), float(high), int(finite.size))
     return gains
 
 

@@ -542,7 +542,8 @@ def _metric_table(by_name: dict[str, Evaluation]) -> str:
 def _gain_lines(gains: dict[str, Gain]) -> str:
     lines = []
     for name, gain in gains.items():
-        verdict = ("clearly better" if gain.low > 0 else "clearly worse" if gain.high < 0
+        verdict = ("n/a (no fakes to rank)" if gain.difference != gain.difference
+                   else "clearly better" if gain.low > 0 else "clearly worse" if gain.high < 0
                    else "not distinguishable")
         lines.append(f"- LightGBM minus {name}, average precision: {gain} -> {verdict}")
     return "\n".join(lines)

@@ -93,6 +93,18 @@ def test_average_precision_gain_matches_sklearn_and_brackets_it() -> None:
     assert "seller-bootstrap" in str(gains["weak"])
 
 
+def test_average_precision_gain_counts_only_resamples_with_fakes() -> None:
+    # every fake belongs to seller "a": resamples where "a" draws weight 0 (~37%) have no AP
+    y = [1, 1, 0, 0, 0, 0]
+    sellers = ["a", "a", "b", "c", "d", "e"]
+    gain = average_precision_gains(y, [0.9, 0.8, 0.7, 0.1, 0.2, 0.3],
+                                   {"flat": [0.5] * 6}, sellers, resamples=200)["flat"]
+    assert 80 < gain.resamples < 160
+    assert gain.difference == pytest.approx(1.0 - 2 / 6)
+    none = average_precision_gains([0, 0], [0.1, 0.2], {"b": [0.2, 0.1]}, ["a", "b"])["b"]
+    assert none.resamples == 0 and math.isnan(none.low) and math.isnan(none.difference)
+
+
 def test_seller_dedup_changes_precision_as_expected() -> None:
     assert seller_precision_at_k_daily(Y, SCORE, DAY, SELLER, k=2) == pytest.approx(0.5)
     # with every row its own seller, deduplication changes nothing
