@@ -868,7 +868,7 @@ def worker_e2e(args: argparse.Namespace) -> dict[str, Any]:
         args.out.unlink(missing_ok=True)
         sc.rejects_path(args.out).unlink(missing_ok=True)
     seconds = summary["seconds"]
-    loop = float(seconds["features_inference_write"])
+    loop = float(seconds["scoring"])
     reasons = spent["contributions"] + spent["reason_words"]
     parts = {
         "load_model": load_seconds + float(seconds["load_model"]),

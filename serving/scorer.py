@@ -76,24 +76,29 @@ class Scorer:
     def threshold(self) -> float:
         return self.bundle.threshold
 
-    def score_features(self, features: pl.DataFrame, explain: bool = True) -> pl.DataFrame:
+    def score_features(self, features: pl.DataFrame, explain: bool = True,
+                       seconds: dict[str, float] | None = None) -> pl.DataFrame:
         """Scores for a feature table (ids + FEATURE_COLUMNS): the contract's output columns
-        plus `reason_features` (which features each reason comes from)."""
+        plus `reason_features` (which features each reason comes from). `seconds`, if given,
+        accumulates the time spent in inference, reasons and assembling the output."""
+        clock = _Clock(seconds)
         X = features.select(FEATURE_COLUMNS).to_numpy().astype(np.float32, copy=False)
         score = self.bundle.predict(X) if len(X) else np.empty(0)
         flagged = score >= self.threshold
         rows = np.flatnonzero(flagged) if explain else np.empty(0, dtype=np.int64)
+        clock.lap("inference")
         words: list[list[str]] = []
         names: list[list[str]] = []
         if rows.size:
             words, names = top_reasons(self.explain(X[rows], self.bundle.threads), X[rows])
+        clock.lap("reasons")
         texts = pl.List(pl.String)
         explained = pl.DataFrame(
             {"_row": rows, "reasons": words, "reason_features": names},
             schema={"_row": pl.Int64, "reasons": texts, "reason_features": texts},
         )
         empty = pl.lit([], dtype=texts)
-        return (
+        scored = (
             pl.DataFrame({
                 "_row": np.arange(len(X), dtype=np.int64),
                 "listing_id": features["listing_id"], "seller_id": features["seller_id"],
@@ -108,6 +113,8 @@ class Scorer:
             )
             .cast({**SCORED_SCHEMA, "reason_features": texts})
         )
+        clock.lap("assembly")
+        return scored
 
     def score(
         self, rows: pl.LazyFrame, *, aggregates: BatchAggregates | None = None,
@@ -120,13 +127,36 @@ class Scorer:
         return self.score_features(features, explain)
 
     def chunks(
-        self, rows: pl.LazyFrame, aggregates: BatchAggregates, chunk_rows: int = CHUNK_ROWS
+        self, rows: pl.LazyFrame, aggregates: BatchAggregates, chunk_rows: int = CHUNK_ROWS,
+        seconds: dict[str, float] | None = None,
     ) -> Iterator[pl.DataFrame]:
         """Scored chunks of a batch of any size: features stream from Polars while the previous
-        chunk is being scored."""
+        chunk is being scored. `seconds` accumulates time per step (features = waiting for
+        the next chunk of features)."""
         features = build_features(rows, self.state, aggregates=aggregates)
-        for chunk in features.collect_batches(chunk_size=chunk_rows, engine="streaming"):
-            yield self.score_features(chunk)
+        batches = features.collect_batches(chunk_size=chunk_rows, engine="streaming")
+        clock = _Clock(seconds)
+        for chunk in batches:
+            clock.lap("features")
+            yield self.score_features(chunk, seconds=seconds)
+            clock.restart()
+
+
+class _Clock:
+    """Adds the time since the last lap to `seconds[name]` (does nothing without `seconds`)."""
+
+    def __init__(self, seconds: dict[str, float] | None) -> None:
+        self.seconds = seconds
+        self.restart()
+
+    def restart(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.seconds is not None:
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 @dataclass
@@ -193,12 +223,16 @@ def score_catalog(
     bar = tqdm(total=total, unit="row", unit_scale=True, desc="scoring", disable=not progress,
                file=sys.stderr)
     try:
-        for chunk in scorer.chunks(catalog.rows, aggregates, chunk_rows):
+        for chunk in scorer.chunks(catalog.rows, aggregates, chunk_rows, seconds):
+            write_start = time.perf_counter()
             writer.write(chunk.drop("reason_features"))
+            seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - write_start
             scored += chunk.height
             flagged += int(chunk["flagged"].sum())
             bar.update(chunk.height)
+        write_start = time.perf_counter()
         writer.close()
+        seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - write_start
         if scored != total:  # every valid row must come out scored; never lose one silently
             raise CatalogError(f"{source}: scored {scored} rows but the batch has {total} "
                                "valid rows")
@@ -208,7 +242,7 @@ def score_catalog(
         raise
     finally:
         bar.close()
-    seconds["features_inference_write"] = time.perf_counter() - start
+    seconds["scoring"] = time.perf_counter() - start  # features .. write, as split above
 
     start = time.perf_counter()
     rejects = catalog.rejects.sort("file", "row_number").collect(engine="streaming")

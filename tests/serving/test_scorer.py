@@ -69,6 +69,11 @@ def test_chunked_file_scoring_equals_scoring_whole(scorer: Scorer, batch: Path,
     whole = scorer.score(read_catalog(batch).rows).drop("reason_features")
     assert summary["scored"] == whole.height == chunked.height
     assert_frame_equal(chunked.sort("listing_id"), whole.sort("listing_id"))
+    # the job reports where its time went; the steps of the chunk loop add up to its total
+    seconds = summary["seconds"]
+    steps = ("features", "inference", "reasons", "assembly", "write")
+    covered = sum(seconds[step] for step in steps)
+    assert 0.5 * seconds["scoring"] - 0.05 <= covered <= seconds["scoring"] + 0.05
 
 
 def test_every_row_is_scored_or_rejected(scorer: Scorer, batch: Path, tmp_path: Path) -> None:
