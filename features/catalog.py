@@ -35,6 +35,7 @@ class Catalog:
     rejects: pl.LazyFrame
     extra_columns: tuple[str, ...]
     absent_columns: tuple[str, ...]
+    rows_read: int  # data rows in the input (= good rows + rejects)
 
 
 def read_catalog(
@@ -55,7 +56,7 @@ def read_catalog(
     typed = pl.concat(typed_files, how="diagonal_relaxed").with_columns(
         _reason(currency).alias("_reason")
     )
-    dup = _first_full_pass(typed, typed_files, files, Path(path))
+    dup, rows_read = _first_full_pass(typed, typed_files, files, Path(path))
     checked = typed if dup.is_empty() else _mark_duplicates(typed, dup, files)
     out_cols = [c.name for c in LISTING_COLUMNS] + [k for k in keep if k in columns]
     rows = checked.filter(pl.col("_reason").is_null()).select(out_cols)
@@ -65,7 +66,7 @@ def read_catalog(
         pl.col("_raw_listing_id").alias("listing_id"),
         pl.col("_reason").alias("reason"),
     ).cast(REJECTS_SCHEMA)
-    return Catalog(tuple(files), fmt, rows, rejects, extra, absent)
+    return Catalog(tuple(files), fmt, rows, rejects, extra, absent, rows_read)
 
 
 def _mark_duplicates(typed: pl.LazyFrame, dup: pl.DataFrame, files: list[Path]) -> pl.LazyFrame:
@@ -291,9 +292,9 @@ def _reason(currency: str | None) -> pl.Expr:
 
 def _first_full_pass(
     typed: pl.LazyFrame, typed_files: list[pl.LazyFrame], files: list[Path], path: Path
-) -> pl.DataFrame:
-    """The first pass over every row (duplicate ids): where broken rows deep inside a text
-    file surface. Turns parser errors into a CatalogError naming the file."""
+) -> tuple[pl.DataFrame, int]:
+    """The first pass over every row (duplicate ids, row count): where broken rows deep inside
+    a text file surface. Turns parser errors into a CatalogError naming the file."""
     try:
         dup, n_rows = _duplicates(typed)
     except pl.exceptions.PolarsError as exc:
@@ -305,7 +306,7 @@ def _first_full_pass(
         raise CatalogError(f"{path}: cannot be read ({_first_line(exc)})") from None
     if n_rows == 0:
         raise CatalogError(f"{path}: no listings (the file has no data rows)")
-    return dup
+    return dup, n_rows
 
 
 def _duplicates(typed: pl.LazyFrame) -> tuple[pl.DataFrame, int]:

@@ -13,6 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from features.catalog import read_catalog, rejects_path
+from features.contract import REJECTS_SCHEMA
 from features.generate import generate_catalog
 from features.pipeline import FEATURE_COLUMNS, build_features
 from knockoff.cli import main
@@ -72,6 +73,9 @@ def test_chunked_file_scoring_equals_scoring_whole(scorer: Scorer, batch: Path,
     # the job reports where its time went; the steps of the chunk loop add up to its total
     seconds = summary["seconds"]
     steps = ("features", "inference", "reasons", "assembly", "write")
+    # a clean batch still gets its (empty) rejects file, without a second read
+    assert summary["rejected"] == 0
+    assert pl.read_parquet(rejects_path(out)).schema == pl.Schema(REJECTS_SCHEMA)
     covered = sum(seconds[step] for step in steps)
     assert 0.5 * seconds["scoring"] - 0.05 <= covered <= seconds["scoring"] + 0.05
 
