@@ -37,6 +37,7 @@ METRIC_KEYS: tuple[str, ...] = (
 RULE_WEIGHTS: dict[str, float] = {"price": 0.4, "copy_words": 0.3, "complaints": 0.3}
 TIE_BREAK_WEIGHT = 1e-3
 PRICE_RATIO_LIMIT = 0.5
+LOWEST_MARGIN = 2e-5  # threshold below the lowest validation score: score - margin / 2
 COMPLAINT_RATE_LIMIT = 0.05
 
 
@@ -317,7 +318,9 @@ def choose_threshold(
         )
     # Place the threshold halfway to the next lower score, so no validation row sits exactly on
     # it (float32 inference could otherwise flip that row's flag); the same rows are flagged.
-    below = thresholds[i + 1] if i + 1 < thresholds.size else thresholds[i]
+    # Below the lowest score, leave a margin far wider than ONNX's float32 error (~1e-7).
+    below = (thresholds[i + 1] if i + 1 < thresholds.size
+             else max(0.0, thresholds[i] - LOWEST_MARGIN))
     return ThresholdChoice(
         threshold=float((thresholds[i] + below) / 2),
         rule=rule + "; placed halfway to the next lower validation score",

@@ -2,8 +2,8 @@
 
 Layout::
 
-    model.onnx          LightGBM as an ONNX TreeEnsemble (input "input" float32 [N, F];
-                        output "probabilities" [N, 2], column 1 = P(fake))
+    model.onnx          LightGBM as an ONNX TreeEnsembleRegressor (raw score) + Sigmoid
+                        (input "input" float32 [N, F]; output "probability" [N, 1] = P(fake))
     model.txt           the same LightGBM model as text (pred_contrib explanations)
     feature_state/      fitted feature state, written by the caller's callback
     feature_spec.json   ordered features, dtype, threshold, model identity, windows, parity
@@ -44,10 +44,10 @@ FEATURE_SPEC = "feature_spec.json"
 TRAIN_TOML = "train.toml"
 BUNDLE_FILES: tuple[str, ...] = (MODEL_ONNX, MODEL_TXT, FEATURE_SPEC, TRAIN_TOML)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: TreeEnsembleClassifier, "probabilities" [N, 2] (still readable)
 TARGET_OPSET = 15  # onnxmltools' LightGBM converter supports opset <= 15
 INPUT_NAME = "input"
-PROBABILITIES = 1  # index of the "probabilities" output; its column 1 is P(fake)
+OUTPUT_NAME = "probability"  # [N, 1] = P(fake); scoring reads the last output's last column
 ONNX_FEATURES_KEY = "knockoff.features"  # ONNX metadata: the ordered feature names (JSON list)
 
 # Parity limits: at most this share of rows may differ by more than DIFF_TOLERANCE.
@@ -120,9 +120,40 @@ def booster_to_onnx(booster: lgb.Booster, n_features: int) -> onnx.ModelProto:
         target_opset=TARGET_OPSET,
         zipmap=False,
     )
-    for output in model.graph.output:  # symbolic batch dim: silences VerifyOutputSizes warnings
-        output.type.tensor_type.shape.dim[0].dim_param = "N"
-    return model
+    return _as_regressor(model)
+
+
+def _as_regressor(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxmltools' binary TreeEnsembleClassifier rewritten as TreeEnsembleRegressor (the raw
+    score) + Sigmoid, with one output "probability" [N, 1]. The same trees, without the label
+    and the [N, 2] probabilities: ~10% faster in onnxruntime (bench/score.py). The batch dim is
+    symbolic ("N"), which silences onnxruntime's VerifyOutputSizes warnings."""
+    node = next((n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"), None)
+    if node is None:
+        raise ExportError("the converted model has no TreeEnsembleClassifier")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("post_transform") != b"LOGISTIC" or list(attrs["classlabels_int64s"]) != [0, 1]:
+        raise ExportError("expected a binary LOGISTIC TreeEnsembleClassifier")
+    if set(attrs["class_ids"]) != {0}:
+        raise ExportError("expected the weights of one class only (binary LightGBM)")
+    trees = onnx.helper.make_node(
+        "TreeEnsembleRegressor", [INPUT_NAME], ["raw_score"], domain="ai.onnx.ml", n_targets=1,
+        post_transform="NONE", target_ids=attrs["class_ids"],
+        target_nodeids=attrs["class_nodeids"], target_treeids=attrs["class_treeids"],
+        target_weights=attrs["class_weights"],
+        base_values=list(attrs.get("base_values", [])) or [0.0],
+        **{k: v for k, v in attrs.items() if k.startswith("nodes_")},
+    )
+    graph = onnx.helper.make_graph(
+        [trees, onnx.helper.make_node("Sigmoid", ["raw_score"], [OUTPUT_NAME])],
+        "knockoff", [model.graph.input[0]],
+        [onnx.helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, ["N", 1])],
+    )
+    out = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    out.ir_version = model.ir_version
+    out.producer_name = model.producer_name
+    onnx.checker.check_model(out)
+    return out
 
 
 def onnx_session(
@@ -175,7 +206,7 @@ def onnx_predict(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[PROBABILITIES].name
+    output_name = session.get_outputs()[-1].name  # format 1's [N, 2] or format 2's [N, 1]
     try:  # set by onnx_session; other sessions (or a bad value) score one chunk at a time
         options = session.get_session_options()
         threads = max(1, int(options.get_session_config_entry("knockoff.predict_threads")))
@@ -188,7 +219,7 @@ def onnx_predict(
     def score(start: int) -> None:
         chunk = matrix[start : start + step]
         (probabilities,) = session.run([output_name], {input_name: chunk})
-        out[start : start + chunk.shape[0]] = probabilities[:, 1]
+        out[start : start + chunk.shape[0]] = probabilities[:, -1]
 
     starts = range(0, rows, step)
     if threads == 1 or len(starts) <= 1:
@@ -375,8 +406,8 @@ def write_bundle(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "onnx": {
             "input": INPUT_NAME,
-            "output": model.graph.output[PROBABILITIES].name,
-            "column": 1,
+            "output": OUTPUT_NAME,
+            "column": 0,
             "opset": TARGET_OPSET,
             "thresholds_snapped_to_float32": True,
         },

@@ -136,7 +136,10 @@ def test_onnx_agrees_with_lightgbm_to_1e5(
 
 def test_onnx_output_batch_dim_is_symbolic(booster: lgb.Booster) -> None:
     model = booster_to_onnx(booster, N_FEATURES)
-    assert [o.type.tensor_type.shape.dim[0].dim_param for o in model.graph.output] == ["N", "N"]
+    # one output, P(fake) [N, 1], from the raw-score trees and a Sigmoid
+    assert [o.name for o in model.graph.output] == ["probability"]
+    assert [o.type.tensor_type.shape.dim[0].dim_param for o in model.graph.output] == ["N"]
+    assert [n.op_type for n in model.graph.node] == ["TreeEnsembleRegressor", "Sigmoid"]
     with pytest.raises(ExportError, match="features"):
         booster_to_onnx(booster, N_FEATURES + 1)
 
