@@ -77,13 +77,17 @@ for _key, _value in {
 import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
+import onnxmltools  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import polars as pl  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
+from onnxmltools.convert.common.data_types import FloatTensorType  # noqa: E402
 
 from training.export import (  # noqa: E402
     INPUT_NAME,
+    TARGET_OPSET,
     booster_to_onnx,
+    classifier_to_regressor,
     onnx_predict,
     onnx_session,
     snap_thresholds,
@@ -366,33 +370,19 @@ def session(model: bytes, threads: int, spinning: str | None = "0",
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def regressor_model(model: onnx.ModelProto) -> bytes:
-    """The classifier rewritten as TreeEnsembleRegressor (raw score, 1 target) + Sigmoid: output
-    "p" [N, 1] = P(fake); no label, no [N, 2] probabilities."""
-    from onnx import helper
+def classifier_model(booster: lgb.Booster, n_features: int) -> onnx.ModelProto:
+    """The TreeEnsembleClassifier graph onnxmltools writes (bundle format 1)."""
+    model = onnxmltools.convert_lightgbm(
+        booster, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        target_opset=TARGET_OPSET, zipmap=False)
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[0].dim_param = "N"
+    return model
 
-    node = next(n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier")
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if attrs.get("post_transform") != b"LOGISTIC" or list(attrs["classlabels_int64s"]) != [0, 1]:
-        raise ValueError("expected a binary LOGISTIC TreeEnsembleClassifier")
-    if set(attrs["class_ids"]) != {0}:
-        raise ValueError("expected the weights of one class only (binary LightGBM)")
-    kept = {k: v for k, v in attrs.items() if k.startswith("nodes_")}
-    tree = helper.make_node(
-        "TreeEnsembleRegressor", [INPUT_NAME], ["raw"], domain="ai.onnx.ml", n_targets=1,
-        post_transform="NONE", target_ids=attrs["class_ids"], target_nodeids=attrs["class_nodeids"],
-        target_treeids=attrs["class_treeids"], target_weights=attrs["class_weights"],
-        base_values=list(attrs.get("base_values", [])) or [0.0], **kept,
-    )
-    sigmoid = helper.make_node("Sigmoid", ["raw"], ["p"])
-    graph = helper.make_graph(
-        [tree, sigmoid], "knockoff_regressor", [model.graph.input[0]],
-        [helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, ["N", 1])],
-    )
-    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15),
-                                                  helper.make_opsetid("ai.onnx.ml", 3)])
-    out.ir_version = model.ir_version
-    return out.SerializeToString()
+
+def regressor_model(model: onnx.ModelProto) -> bytes:
+    """The classifier rewritten as TreeEnsembleRegressor + Sigmoid, as the bundle ships it."""
+    return classifier_to_regressor(model).SerializeToString()
 
 
 def chunked_predict(
@@ -573,7 +563,7 @@ def section_inference(args: argparse.Namespace, data: Path) -> dict[str, Any]:
 
     # the variants tried, on the shipped model at args.threads
     booster = lgb.Booster(model_file=str(args.bundle / "model.txt"))
-    model = booster_to_onnx(booster, X.shape[1])
+    model = classifier_model(booster, X.shape[1])
     X_check = X[:CHECK_ROWS]
     check_agreement(ort_variants(model, X_check, args.threads),
                     booster.predict(X_check, num_threads=args.threads))

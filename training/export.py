@@ -120,10 +120,10 @@ def booster_to_onnx(booster: lgb.Booster, n_features: int) -> onnx.ModelProto:
         target_opset=TARGET_OPSET,
         zipmap=False,
     )
-    return _as_regressor(model)
+    return classifier_to_regressor(model)
 
 
-def _as_regressor(model: onnx.ModelProto) -> onnx.ModelProto:
+def classifier_to_regressor(model: onnx.ModelProto) -> onnx.ModelProto:
     """onnxmltools' binary TreeEnsembleClassifier rewritten as TreeEnsembleRegressor (the raw
     score) + Sigmoid, with one output "probability" [N, 1]. The same trees, without the label
     and the [N, 2] probabilities: ~10% faster in onnxruntime (bench/score.py). The batch dim is
