@@ -309,22 +309,27 @@ def _first_full_pass(
     return dup, n_rows
 
 
+def repeated_values(column: pl.Series) -> pl.Series:
+    """The non-null values occurring more than once. Sorts the column (two copies of 8 bytes a
+    row at most): a hash table of every distinct key takes several times that."""
+    keys = column.drop_nulls().sort()
+    return keys.filter(keys == keys.shift(1)).unique()
+
+
 def _duplicates(typed: pl.LazyFrame) -> tuple[pl.DataFrame, int]:
     """Listing ids seen more than once in the batch, with the key of their first row, and the
-    number of rows. Groups 64-bit hashes (one narrow pass), then checks the few candidates."""
+    number of rows. Finds repeated 64-bit hashes (one narrow pass), then checks the few
+    candidates."""
     ids = typed.select("listing_id", "_key")
-    hashes, n_rows = pl.collect_all(
-        [
-            ids.drop_nulls("listing_id").select(pl.col("listing_id").hash(seed=0).alias("_h"))
-            .group_by("_h").agg(pl.len().alias("_n"))
-            .filter(pl.col("_n") > 1),
-            ids.select(pl.len()),
-        ],
-        engine="streaming",
-    )
-    repeated_hashes = hashes["_h"]
+    hashes = ids.select(
+        pl.when(pl.col("listing_id").is_not_null()).then(pl.col("listing_id").hash(seed=0))
+        .alias("_h")
+    ).collect(engine="streaming")["_h"]
+    n_rows = hashes.len()
+    repeated_hashes = repeated_values(hashes)
+    del hashes
     if repeated_hashes.is_empty():
-        return pl.DataFrame(schema={"listing_id": pl.String, "_first_key": pl.Int64}), n_rows.item()
+        return pl.DataFrame(schema={"listing_id": pl.String, "_first_key": pl.Int64}), n_rows
     dup = (
         ids.filter(pl.col("listing_id").hash(seed=0).is_in(repeated_hashes.implode()))
         .group_by("listing_id")
@@ -333,7 +338,7 @@ def _duplicates(typed: pl.LazyFrame) -> tuple[pl.DataFrame, int]:
         .select("listing_id", "_first_key")
         .collect(engine="streaming")
     )
-    return dup, n_rows.item()
+    return dup, n_rows
 
 
 def label_column_present(catalog: Catalog) -> bool:

@@ -22,6 +22,7 @@ from rapidfuzz import fuzz, process
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from features.catalog import repeated_values
 from features.contract import LABEL
 
 STATE_VERSION = 1
@@ -30,6 +31,7 @@ STATE_VERSION = 1
 class StateError(ValueError):
     """A feature state folder that cannot be used (missing, other version)."""
 LOW_PRICE_RATIO = 0.5  # "far below the brand's usual price"
+PARTITION_ROWS = 10_000_000  # rows per pass of the whole-batch seller group-by
 DEFAULT_CURRENCY = "EUR"
 
 # Words sellers use to admit an imitation, in several languages (matched on word boundaries).
@@ -578,17 +580,20 @@ def batch_aggregates(lf: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
         return _aggregates(pl.scan_parquet(narrow), state)
 
 
-def _repeated(column: pl.Series) -> pl.DataFrame:
-    """The values occurring more than once (sorting 8-byte keys: smaller than a hash table)."""
-    keys = column.drop_nulls().sort()
-    return keys.filter(keys == keys.shift(1)).unique().to_frame()
-
-
 def _aggregates(base: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
-    """The group-bys of `batch_aggregates` over its narrow file."""
-    sellers, image_keys, contact_edges = pl.collect_all(
-        [
-            base.group_by("seller_id").agg(
+    """The group-bys of `batch_aggregates` over its narrow file.
+
+    Per-seller medians and distinct counts hold every row of a seller until the end, so the
+    seller group-by is split into one pass per PARTITION_ROWS rows, each over the sellers whose
+    id hashes to that part (the narrow file is cheap to re-read); likewise the image keys."""
+    rows = base.select(pl.len()).collect().item()
+    parts = max(1, -(-rows // PARTITION_ROWS))
+    seller_parts, shared_parts = [], []
+    for part in range(parts):
+        sellers_here = pl.col("seller_id").hash(seed=1) % parts == part
+        keys_here = pl.col("_image_key") % parts == part
+        seller_parts.append(
+            base.filter(sellers_here).group_by("seller_id").agg(
                 pl.len().alias("seller_listings"),
                 pl.col("brand").drop_nulls().n_unique().alias("seller_brands"),
                 (pl.col("price_brand_ratio") < LOW_PRICE_RATIO).mean()
@@ -599,17 +604,21 @@ def _aggregates(base: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
                     / ((pl.col("listed_at").max() - pl.col("listed_at").min())
                        .dt.total_seconds() / 86_400.0 + 1.0)
                 ).alias("seller_listings_per_day"),
-            ),
-            base.select("_image_key"),
-            base.select("seller_id", pl.col("seller_contact_hash").alias("node"))
-            .drop_nulls().unique(),
-        ],
-        engine="streaming",
+                pl.col("seller_contact_hash").drop_nulls().unique().alias("_contacts"),
+            ).collect(engine="streaming")
+        )
+        keys = base.filter(keys_here).select("_image_key").collect(engine="streaming")
+        shared_parts.append(repeated_values(keys["_image_key"]).to_frame())
+        del keys
+    sellers = pl.concat(seller_parts)
+    contact_edges = (
+        sellers.select("seller_id", pl.col("_contacts").alias("node")).explode("node")
+        .drop_nulls()
     )
+    sellers = sellers.drop("_contacts")
+    shared = pl.concat(shared_parts)
     # Only an image on two or more listings can link sellers or brands: find those keys first,
     # then count distinct sellers and brands on their rows alone.
-    shared = _repeated(image_keys["_image_key"])
-    del image_keys
     images = (
         base.join(shared.lazy(), on="_image_key", how="semi")
         .group_by("_image_key").agg(
