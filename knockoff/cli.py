@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundle folder, runs:/RUN/bundle or models:/NAME@ALIAS|/VERSION "
                    "(default: the registered champion)")
     p.add_argument("--format", choices=["parquet", "csv"])
-    p.add_argument("--chunk-rows", type=int, default=500_000, help="rows per scoring chunk")
+    p.add_argument("--chunk-rows", type=int, default=100_000,
+                   help="rows per streaming batch (default 100000)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
     p.set_defaults(func=cmd_score)
 

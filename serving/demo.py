@@ -34,10 +34,12 @@ def run_demo(
                      progress=progress)
     _say(f"3/4 training (MLflow store: {tracking.tracking_uri()})")
     result = train(catalog, progress=progress)
+    gain = result.gains["valid"]["logistic"]
     _say(f"    {result.model_version}: average precision "
          f"{result.metrics['average_precision']:.3f} vs rules "
          f"{result.baselines['rules']['average_precision']:.3f} and logistic "
-         f"{result.baselines['logistic']['average_precision']:.3f}; "
+         f"{result.baselines['logistic']['average_precision']:.3f} (gain over logistic "
+         f"{gain.difference:+.3f}, 95% interval {gain.low:+.3f} to {gain.high:+.3f}); "
          + ("promoted to champion" if result.promoted else
             f"champion stays {result.champion_before}"))
     _say(f"4/4 scoring the batch with {DEFAULT_MODEL} -> {scores}")

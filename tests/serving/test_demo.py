@@ -25,5 +25,6 @@ def test_demo_runs_the_whole_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     flagged = scores.filter("flagged")
     assert flagged.height == summary["score"]["flagged"] > 0
     assert "The most suspicious listings and why" in captured.err
+    assert "gain over logistic" in captured.err and "95% interval" in captured.err
     top = flagged.sort("score", descending=True).row(0, named=True)
     assert top["listing_id"] in captured.err and top["reasons"][0] in captured.err
