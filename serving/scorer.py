@@ -1,8 +1,9 @@
 """The ONNX batch scorer: any catalog size in bounded memory, scores with reasons.
 
-Seller, image and network aggregates are computed over the whole batch first (one streaming
-pass of group-bys); then features, inference and writing run chunk by chunk, so the result is
-the same as scoring the catalog in one piece."""
+Seller, image and network aggregates are computed over the whole batch first (one read of the
+batch, then group-bys); then one Polars streaming query computes features batch by batch,
+scores them with onnxruntime inside the query and writes them through Polars' sink, so the
+result is the same as scoring the catalog in one piece."""
 
 from __future__ import annotations
 
