@@ -585,10 +585,10 @@ def _aggregates(base: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
 
     Per-seller medians and distinct counts hold every row of a seller until the end, so the
     seller group-by is split into one pass per PARTITION_ROWS rows, each over the sellers whose
-    id hashes to that part (the narrow file is cheap to re-read); likewise the image keys."""
+    id hashes to that part (the narrow file is cheap to re-read); likewise the images, by key."""
     rows = base.select(pl.len()).collect().item()
     parts = max(1, -(-rows // PARTITION_ROWS))
-    seller_parts, shared_parts = [], []
+    seller_parts, image_parts = [], []
     for part in range(parts):
         sellers_here = pl.col("seller_id").hash(seed=1) % parts == part
         keys_here = pl.col("_image_key") % parts == part
@@ -608,30 +608,30 @@ def _aggregates(base: pl.LazyFrame, state: FeatureState) -> BatchAggregates:
             ).collect(engine="streaming")
         )
         keys = base.filter(keys_here).select("_image_key").collect(engine="streaming")
-        shared_parts.append(repeated_values(keys["_image_key"]).to_frame())
+        shared = repeated_values(keys["_image_key"]).to_frame()
         del keys
+        # Only an image on two or more listings can link sellers or brands: count distinct
+        # sellers and brands on the rows of those images alone.
+        image_parts.append(
+            base.filter(keys_here).join(shared.lazy(), on="_image_key", how="semi")
+            .group_by("_image_key").agg(
+                pl.col("seller_id").hash(seed=0).n_unique().alias("main_image_sellers"),
+                pl.col("brand").drop_nulls().hash(seed=0).n_unique().alias("main_image_brands"),
+                pl.col("brand").is_null().any().alias("_unbranded_too"),
+            ).filter(
+                # the rest (one seller, one brand or none on every row) is implied by the row
+                (pl.col("main_image_sellers") > 1) | (pl.col("main_image_brands") > 1)
+                | ((pl.col("main_image_brands") == 1) & pl.col("_unbranded_too"))
+            ).drop("_unbranded_too")
+            .collect(engine="streaming")
+        )
     sellers = pl.concat(seller_parts)
     contact_edges = (
         sellers.select("seller_id", pl.col("_contacts").alias("node")).explode("node")
         .drop_nulls()
     )
     sellers = sellers.drop("_contacts")
-    shared = pl.concat(shared_parts)
-    # Only an image on two or more listings can link sellers or brands: find those keys first,
-    # then count distinct sellers and brands on their rows alone.
-    images = (
-        base.join(shared.lazy(), on="_image_key", how="semi")
-        .group_by("_image_key").agg(
-            pl.col("seller_id").hash(seed=0).n_unique().alias("main_image_sellers"),
-            pl.col("brand").drop_nulls().hash(seed=0).n_unique().alias("main_image_brands"),
-            pl.col("brand").is_null().any().alias("_unbranded_too"),
-        ).filter(
-            # the rest (one seller, one brand or none on every row) is implied by the row
-            (pl.col("main_image_sellers") > 1) | (pl.col("main_image_brands") > 1)
-            | ((pl.col("main_image_brands") == 1) & pl.col("_unbranded_too"))
-        ).drop("_unbranded_too")
-        .collect(engine="streaming")
-    )
+    images = pl.concat(image_parts)
     contacts = (
         contact_edges.group_by("node").agg(pl.len().alias("contact_accounts"))
         .filter(pl.col("contact_accounts") > 1)
