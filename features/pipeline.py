@@ -31,7 +31,7 @@ STATE_VERSION = 1
 class StateError(ValueError):
     """A feature state folder that cannot be used (missing, other version)."""
 LOW_PRICE_RATIO = 0.5  # "far below the brand's usual price"
-PARTITION_ROWS = 5_000_000  # rows per pass of the whole-batch seller group-by
+PARTITION_ROWS = 5_000_000  # rows per pass of the whole-batch seller and image group-bys
 DEFAULT_CURRENCY = "EUR"
 
 # Words sellers use to admit an imitation, in several languages (matched on word boundaries).

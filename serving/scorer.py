@@ -184,15 +184,14 @@ def score_catalog(
     out = Path(out)
     fmt = output_format(out, fmt)
     seconds: dict[str, float] = {}
-    start = time.perf_counter()
+    clock = _Clock(seconds)
     scorer = scorer or Scorer.load(model, threads=threads)
-    seconds["load_model"] = time.perf_counter() - start
+    clock.lap("load_model")
     catalog = read_catalog(source, currency=scorer.state.currency)
-
-    start = time.perf_counter()
+    clock.lap("read_catalog")  # the first pass: row count and duplicate ids
     aggregates = batch_aggregates(catalog.rows, scorer.state)
     total = int(aggregates.sellers["seller_listings"].sum())
-    seconds["aggregates"] = time.perf_counter() - start
+    clock.lap("aggregates")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
@@ -205,7 +204,6 @@ def score_catalog(
         counts["flagged"] += int(batch["flagged"].sum())
         bar.update(batch.height)
 
-    start = time.perf_counter()
     try:
         with pl.Config(streaming_chunk_size=chunk_rows):
             query = scorer.scored(catalog.rows, aggregates, reasons_as_text=fmt == "csv",
@@ -225,15 +223,13 @@ def score_catalog(
     finally:
         bar.close()
     # features and writing run inside Polars alongside scoring: they are the rest of this
-    seconds["scoring"] = time.perf_counter() - start
-
-    start = time.perf_counter()
+    clock.lap("scoring")
     if catalog.rows_read == scored:  # every row was valid: no need to read the batch again
         rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
     else:
         rejects = catalog.rejects.sort("file", "row_number").collect(engine="streaming")
     write_frame(rejects, rejects_path(out), fmt)
-    seconds["rejects"] = time.perf_counter() - start
+    clock.lap("rejects")
     return {
         "scored": scored, "rejected": rejects.height, "flagged": flagged,
         "rows": scored + rejects.height, "model_version": scorer.model_version,
