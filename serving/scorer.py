@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from features.pipeline import (
     build_features,
 )
 from serving.reasons import PathContributions, top_reasons
+from serving.timing import Clock
 from training import tracking
 from training.export import Bundle, BundleError
 
@@ -83,7 +83,7 @@ class Scorer:
         """Scores for a feature table (ids + FEATURE_COLUMNS): the contract's output columns
         plus `reason_features` (which features each reason comes from). `seconds`, if given,
         accumulates the time spent in inference, reasons and assembling the output."""
-        clock = _Clock(seconds)
+        clock = Clock(seconds)
         X = features.select(FEATURE_COLUMNS).to_numpy().astype(np.float32, copy=False)
         score = self.bundle.predict(X) if len(X) else np.empty(0)
         flagged = score >= self.threshold
@@ -154,20 +154,6 @@ def _scatter_lists(lists: list[list[str]], rows: NDArray[np.int64], n: int) -> p
     return pl.Series(pa.LargeListArray.from_arrays(pa.array(offsets), values))
 
 
-class _Clock:
-    """Adds the time since the last lap to `seconds[name]` (does nothing without `seconds`)."""
-
-    def __init__(self, seconds: dict[str, float] | None) -> None:
-        self.seconds = seconds
-        self.last = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        if self.seconds is not None:
-            self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
-        self.last = now
-
-
 def score_catalog(
     source: str | Path,
     out: str | Path,
@@ -184,7 +170,7 @@ def score_catalog(
     out = Path(out)
     fmt = output_format(out, fmt)
     seconds: dict[str, float] = {}
-    clock = _Clock(seconds)
+    clock = Clock(seconds)
     scorer = scorer or Scorer.load(model, threads=threads)
     clock.lap("load_model")
     catalog = read_catalog(source, currency=scorer.state.currency)
