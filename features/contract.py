@@ -49,6 +49,8 @@ LISTING_COLUMNS: tuple[Column, ...] = (
 SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in LISTING_COLUMNS}
 REQUIRED: tuple[str, ...] = tuple(c.name for c in LISTING_COLUMNS if c.required)
 LABEL = "is_counterfeit"
+# ground truth that synthetic catalogs carry next to the contract columns (never a feature)
+TRUTH = "true_is_counterfeit"
 
 SCORED_SCHEMA: dict[str, pl.DataType] = {
     "listing_id": pl.String(),

@@ -26,7 +26,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from tqdm.auto import tqdm
 
 from features.catalog import read_catalog
-from features.contract import LABEL
+from features.contract import LABEL, TRUTH
 from features.pipeline import (
     FEATURE_COLUMNS,
     FeatureState,
@@ -51,7 +51,6 @@ from training.evaluate import (
 from training.export import Bundle, write_bundle
 from training.split import Windows, split, time_windows
 
-TRUTH = "true_is_counterfeit"  # ground truth that synthetic catalogs carry (optional)
 KEEP = ("listing_id", "seller_id", "listed_at", "category", LABEL)
 PRIMARY = "average_precision"
 # Features that go missing together when an optional input is absent (or too young to have
