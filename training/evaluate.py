@@ -1,21 +1,19 @@
-"""Evaluation metrics as fraud officers work, a rules baseline, and report figures.
+"""Evaluation metrics as fraud officers work.
 
 Evaluation runs on the labelled rows of a validation time window. Officers review a fixed
 number of listings per day, and several listings of one seller are one case, so the headline
 metrics are daily precision at k, with and without per-seller deduplication. Everything here is
-a pure function of numpy / polars inputs; figures use matplotlib's object API (Agg canvas, no
-pyplot state, nothing shown).
+a pure function of numpy / polars inputs (the baselines are in `training.baselines`, the
+figures in `training.plots`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -33,12 +31,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "rows",
 )
 
-# Rules baseline: weights of the hand rules (sum to 1) and of the price tie-break.
-RULE_WEIGHTS: dict[str, float] = {"price": 0.4, "copy_words": 0.3, "complaints": 0.3}
-TIE_BREAK_WEIGHT = 1e-3
-PRICE_RATIO_LIMIT = 0.5
+PRIMARY = "average_precision"  # the metric that picks the champion and the tuned config
 LOWEST_MARGIN = 2e-5  # threshold below the lowest validation score: score - margin / 2
-COMPLAINT_RATE_LIMIT = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,7 +56,7 @@ class Evaluation:
 # --------------------------------------------------------------------------- input helpers
 
 
-def _labels(y: ArrayLike) -> NDArray[np.int8]:
+def binary_labels(y: ArrayLike) -> NDArray[np.int8]:
     """Binary labels as int8 0/1; refuses nulls / NaN and values other than 0/1."""
     if isinstance(y, pl.Series) and y.null_count():
         raise ValueError("labels contain nulls: evaluate labelled rows only")
@@ -76,7 +70,7 @@ def _labels(y: ArrayLike) -> NDArray[np.int8]:
     return arr.astype(np.int8).reshape(-1)
 
 
-def _scores(score: ArrayLike, n: int) -> NDArray[np.float64]:
+def checked_scores(score: ArrayLike, n: int) -> NDArray[np.float64]:
     """Scores as float64, checked against the label count and for NaN."""
     arr = np.asarray(score.to_numpy() if isinstance(score, pl.Series) else score, np.float64)
     arr = arr.reshape(-1)
@@ -101,10 +95,10 @@ def _column(values: ArrayLike, n: int, what: str) -> pl.Series:
 
 def _frame(y: ArrayLike, score: ArrayLike, **columns: ArrayLike) -> pl.DataFrame:
     """Labels, scores and the named per-row columns, checked for length, as one frame."""
-    labels = _labels(y)
+    labels = binary_labels(y)
     n = labels.size
     return pl.DataFrame(
-        {"y": labels, "score": _scores(score, n),
+        {"y": labels, "score": checked_scores(score, n),
          **{name: _column(values, n, name) for name, values in columns.items()}}
     )
 
@@ -148,7 +142,7 @@ def precision_at_k_ceiling(y: ArrayLike, day: ArrayLike, k: int) -> float:
     min(k, fakes that day) / k, averaged. A model near it is limited by the data, not its order
     (when a day has fewer fakes than k, even a perfect queue holds genuine listings)."""
     _check_k(k)
-    labels = _labels(y)
+    labels = binary_labels(y)
     return _daily_precision(_frame(labels, labels.astype(np.float64), day=day), k)
 
 
@@ -177,7 +171,7 @@ def category_capacity(k: int, rows: int, total: int) -> int:
 # --------------------------------------------------------------------------- threshold metrics
 
 
-def _pr_points(
+def pr_points(
     labels: NDArray[np.int8], scores: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Thresholds (distinct scores, descending) with precision and recall of score >= t."""
@@ -248,13 +242,14 @@ def average_precision_gains(
 
     Listings of one seller are alike, so sellers (not rows) are resampled: each seller gets a
     Poisson(1) weight for all its rows, and every score is evaluated under the same weights."""
-    labels = _labels(y)
+    labels = binary_labels(y)
     n = labels.size
     sellers = _column(seller, n, "seller").cast(pl.String).fill_null("")
     codes = sellers.rank("dense").to_numpy().astype(np.int64) - 1
     n_sellers = int(codes.max()) + 1 if n else 0
-    model = _Ranking(labels, _scores(score, n), codes)
-    others = {name: _Ranking(labels, _scores(b, n), codes) for name, b in baselines.items()}
+    model = _Ranking(labels, checked_scores(score, n), codes)
+    others = {name: _Ranking(labels, checked_scores(b, n), codes)
+              for name, b in baselines.items()}
     rng = np.random.default_rng(seed)
     ones = np.ones(n_sellers)
     point = {name: model.average_precision(ones) - r.average_precision(ones)
@@ -279,11 +274,11 @@ def recall_at_precision(y: ArrayLike, score: ArrayLike, target: float = 0.9) -> 
 
     0.0 when no threshold reaches the target precision; NaN when there are no positives.
     """
-    labels = _labels(y)
-    scores = _scores(score, labels.size)
+    labels = binary_labels(y)
+    scores = checked_scores(score, labels.size)
     if labels.sum() == 0:
         return NAN
-    _, precision, recall = _pr_points(labels, scores)
+    _, precision, recall = pr_points(labels, scores)
     ok = precision >= target
     return float(recall[ok].max()) if ok.any() else 0.0
 
@@ -297,11 +292,11 @@ def choose_threshold(
     highest recall at that precision. If no threshold reaches the target, the threshold with the
     best F1 (the highest such t on ties), and `rule` says so. Raises ValueError without positives.
     """
-    labels = _labels(y)
-    scores = _scores(score, labels.size)
+    labels = binary_labels(y)
+    scores = checked_scores(score, labels.size)
     if labels.sum() == 0:
         raise ValueError("cannot choose a threshold: no positive labels")
-    thresholds, precision, recall = _pr_points(labels, scores)
+    thresholds, precision, recall = pr_points(labels, scores)
     reaching = np.nonzero(precision >= target_precision)[0]
     if reaching.size:
         i = int(reaching[-1])
@@ -380,189 +375,3 @@ def evaluate(
     )
     table = table.with_columns(pl.col(METRIC_KEYS).fill_nan(None)).sort("category", nulls_last=True)
     return Evaluation(metrics=_metrics(frame, k), per_category=table)
-
-
-# --------------------------------------------------------------------------- rules baseline
-
-
-def _fires(features: pl.DataFrame, column: str, condition: pl.Expr) -> pl.Expr:
-    """A rule on one column; missing column or null value means the rule does not fire."""
-    if column not in features.columns:
-        return pl.lit(False)
-    return condition.fill_null(False)
-
-
-def rules_baseline_score(features: pl.DataFrame) -> NDArray[np.float64]:
-    """What an officer does by hand, as a score in [0, 1].
-
-    Rules: price far below the brand's level (price_brand_ratio < 0.5), copy words in title or
-    description (title_copy_words + description_copy_words > 0), complaints (complaint_rate > 0.05
-    or complaints_30d > 0). Score = weighted share of rules firing (RULE_WEIGHTS), plus a tiny
-    tie-break rising as price_brand_ratio falls. Nulls and missing columns never fire.
-    """
-    cols = features.columns
-    ratio = pl.col("price_brand_ratio").cast(pl.Float64)
-    price = _fires(features, "price_brand_ratio", ratio < PRICE_RATIO_LIMIT)
-    copy_terms = [
-        pl.col(c).cast(pl.Float64).fill_null(0.0)
-        for c in ("title_copy_words", "description_copy_words")
-        if c in cols
-    ]
-    copy_words = (pl.sum_horizontal(copy_terms) > 0) if copy_terms else pl.lit(False)
-    complaints = _fires(
-        features, "complaint_rate", pl.col("complaint_rate") > COMPLAINT_RATE_LIMIT
-    ) | _fires(features, "complaints_30d", pl.col("complaints_30d") > 0)
-    tie_break = (
-        (1.0 / (1.0 + ratio.clip(lower_bound=0.0))).fill_nan(0.0).fill_null(0.0)
-        if "price_brand_ratio" in cols
-        else pl.lit(0.0)
-    )
-    rules = (
-        price.cast(pl.Float64) * RULE_WEIGHTS["price"]
-        + copy_words.cast(pl.Float64) * RULE_WEIGHTS["copy_words"]
-        + complaints.cast(pl.Float64) * RULE_WEIGHTS["complaints"]
-    )
-    score = rules * (1.0 - TIE_BREAK_WEIGHT) + tie_break * TIE_BREAK_WEIGHT
-    # with_columns broadcasts all-literal expressions (no rule column present) to the frame height
-    out = features.with_columns(score.alias("__baseline_score__"))["__baseline_score__"]
-    return out.cast(pl.Float64).to_numpy().clip(0.0, 1.0)
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _figure(width: float = 6.4, height: float = 4.8, **kwargs: object) -> Figure:
-    """A figure on an Agg canvas (no pyplot, no display)."""
-    fig = Figure(figsize=(width, height), **kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _pr_curve(
-    labels: NDArray[np.int8], scores: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Recall and precision points starting at (0, 1), for a step plot."""
-    _, precision, recall = _pr_points(labels, scores)
-    return np.r_[0.0, recall], np.r_[1.0, precision]
-
-
-def pr_curve_figure(y: ArrayLike, scores: Mapping[str, ArrayLike]) -> Figure:
-    """Precision-recall curves of the model and baselines on one axis, AP in the legend."""
-    labels = _labels(y)
-    fig = _figure()
-    ax = fig.add_subplot()
-    if labels.sum() == 0:
-        ax.set_title("Precision-recall: no positive labels")
-    for name, raw in scores.items():
-        s = _scores(raw, labels.size)
-        if labels.sum() == 0:
-            continue
-        ap = average_precision_score(labels, s)
-        recall, precision = _pr_curve(labels, s)
-        ax.step(recall, precision, where="post", label=f"{name} (AP={ap:.3f})")
-    if labels.size:
-        ax.axhline(labels.mean(), color="grey", linestyle=":", label="prevalence")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower left")
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def calibration_figure(y: ArrayLike, score: ArrayLike, bins: int = 10) -> Figure:
-    """Reliability diagram (observed share of fakes per score bin) over a score histogram."""
-    labels = _labels(y)
-    scores = _scores(score, labels.size)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    used = counts > 0
-    mean_score = np.bincount(which, scores, bins)[used] / counts[used]
-    observed = np.bincount(which, labels.astype(np.float64), bins)[used] / counts[used]
-
-    fig = _figure(6.4, 6.4)
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
-    top.plot(mean_score, observed, marker="o", label="model")
-    top.set(ylabel="observed share of fakes", ylim=(0, 1), title="Calibration")
-    top.legend(loc="upper left")
-    top.grid(alpha=0.3)
-    bottom.hist(scores, bins=edges, color="tab:blue", alpha=0.7)
-    bottom.set(xlabel="predicted P(fake)", ylabel="rows", xlim=(0, 1))
-    bottom.set_yscale("log" if counts.max(initial=0) > 100 else "linear")
-    return fig
-
-
-def importance_figure(names: Sequence[str], gains: ArrayLike, top: int = 25) -> Figure:
-    """Horizontal bars of the `top` features by gain, largest on top."""
-    gain = np.asarray(gains, dtype=np.float64).reshape(-1)
-    if gain.size != len(names):
-        raise ValueError(f"{gain.size} gains for {len(names)} names")
-    order = np.argsort(-gain, kind="stable")[:top][::-1]
-    fig = _figure(6.4, max(2.0, 0.25 * order.size + 1.0))
-    ax = fig.add_subplot()
-    ax.barh([names[i] for i in order], gain[order], color="tab:blue")
-    ax.set(xlabel="total gain", title=f"Feature importance (top {order.size})")
-    fig.tight_layout()
-    return fig
-
-
-def _value_ranks(column: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Percentile rank of each value in [0, 1]; NaN stays NaN (drawn grey)."""
-    out = np.full(column.size, NAN)
-    finite = ~np.isnan(column)
-    if finite.any():
-        ranks = pl.Series(column[finite]).rank("average").to_numpy()
-        out[finite] = (ranks - 1) / max(finite.sum() - 1, 1)
-    return out
-
-
-def shap_summary_figure(
-    contrib: ArrayLike,
-    X: ArrayLike,
-    names: Sequence[str],
-    top: int = 20,
-    max_points: int = 5_000,
-    seed: int = 0,
-) -> Figure:
-    """Beeswarm-like summary of per-row feature contributions (LightGBM pred_contrib).
-
-    `contrib` is (n, f + 1) with the bias in the last column; `X` is (n, f). Features are ordered
-    by mean |contribution|; each row is a point at its contribution, coloured by the rank of its
-    feature value (blue low, red high, grey missing). At most `max_points` rows are drawn.
-    """
-    c = np.asarray(contrib, dtype=np.float64)
-    x = np.asarray(X, dtype=np.float64)
-    f = len(names)
-    if c.ndim != 2 or x.ndim != 2 or c.shape != (x.shape[0], f + 1) or x.shape[1] != f:
-        raise ValueError(f"need contrib (n, {f + 1}) and X (n, {f}); got {c.shape} and {x.shape}")
-    rng = np.random.default_rng(seed)
-    if c.shape[0] > max_points:
-        keep = np.sort(rng.choice(c.shape[0], max_points, replace=False))
-        c, x = c[keep], x[keep]
-    c = c[:, :f]
-    order = np.argsort(-np.abs(c).mean(axis=0), kind="stable")[:top][::-1]
-
-    fig = _figure(7.0, max(2.5, 0.35 * order.size + 1.2))
-    ax = fig.add_subplot()
-    points = None
-    for row, j in enumerate(order):
-        jitter = rng.uniform(-0.3, 0.3, c.shape[0])
-        ranks = _value_ranks(x[:, j])
-        missing = np.isnan(ranks)
-        ax.scatter(c[missing, j], row + jitter[missing], s=4, color="lightgrey")
-        points = ax.scatter(
-            c[~missing, j],
-            row + jitter[~missing],
-            s=4,
-            c=ranks[~missing],
-            cmap="coolwarm",
-            vmin=0.0,
-            vmax=1.0,
-        )
-    ax.axvline(0.0, color="grey", linewidth=0.8)
-    ax.set_yticks(range(order.size), [names[j] for j in order])
-    ax.set(xlabel="contribution to log-odds of fake", title="Feature contributions")
-    if points is not None:
-        fig.colorbar(points, ax=ax, label="feature value (rank, low to high)")
-    fig.tight_layout()
-    return fig

@@ -19,60 +19,39 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
 from features.catalog import read_catalog
 from features.contract import LABEL, TRUTH
-from features.pipeline import (
-    FEATURE_COLUMNS,
-    FeatureState,
-    brand_risk_as_of,
-    build_features,
-    fit_state,
-)
+from features.fitted import brand_risk_as_of
+from features.pipeline import build_features
+from features.registry import FEATURE_COLUMNS, MONOTONE, OPTIONAL_GROUPS
+from features.state import FeatureState, fit_state
 from training import tracking
+from training.baselines import fit_logistic, rules_baseline_score
 from training.config import TrainConfig
 from training.evaluate import (
     Evaluation,
     Gain,
     average_precision_gains,
-    calibration_figure,
     choose_threshold,
     evaluate,
-    importance_figure,
-    pr_curve_figure,
-    rules_baseline_score,
-    shap_summary_figure,
 )
 from training.export import Bundle, write_bundle
+from training.plots import (
+    calibration_figure,
+    importance_figure,
+    pr_curve_figure,
+    shap_summary_figure,
+)
 from training.split import Windows, split, time_windows
 
 KEEP = ("listing_id", "seller_id", "listed_at", "category", LABEL)
 PRIMARY = "average_precision"
-# Features that go missing together when an optional input is absent (or too young to have
-# sales); training hides each group on a seeded share of rows so missing values are learned.
-OPTIONAL_GROUPS: dict[str, tuple[str, ...]] = {
-    "after_sale": ("return_rate", "complaint_rate", "complaints_30d"),
-    "seller_registered_at": ("seller_account_age_days",),
-    "images": ("image_count", "main_image_sellers", "main_image_brands"),
-    "seller_verified": ("seller_verified",),
-    "seller_reviews": ("seller_rating", "seller_review_count"),
-    "ships_from": ("ships_from_mismatch",),
-    "seller_contact_hash": ("contact_accounts",),
-    "description": ("description_length", "description_copy_words"),
-    "list_price": ("discount_depth", "list_price_brand_ratio"),
-}
-# Domain knowledge the model must respect, whatever the sample says: a lower price or more
-# copy words never make a listing look safer (sellers cannot game the score that way).
-MONOTONE = {
-    "price_brand_ratio": -1, "price_category_ratio": -1, "discount_depth": 1,
-    "seller_low_price_share": 1, "seller_median_price_ratio": -1,
-    "title_copy_words": 1, "description_copy_words": 1, "complaint_rate": 1,
-}
+# OPTIONAL_GROUPS (features that go missing together when an optional input is absent, hidden
+# on seeded shares of training rows) and MONOTONE (domain constraints: a lower price or more
+# copy words never make a listing look safer) are declared with each feature in the registry.
 
 
 class TrainError(ValueError):
@@ -273,17 +252,6 @@ def fit_final_lightgbm(train: pl.DataFrame, config: TrainConfig,
     return lgb.train(lgb_params(config, y), data, num_boost_round=max(rounds, 1))
 
 
-def fit_logistic(train: pl.DataFrame, seed: int) -> Pipeline:
-    """The linear baseline on the same features: signed log, median impute, scale, balanced."""
-    model = make_pipeline(
-        FunctionTransformer(lambda x: np.sign(x) * np.log1p(np.abs(x))),
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        StandardScaler(),
-        LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed),
-    )
-    return model.fit(matrix(train).astype(np.float64), labels(train))
-
-
 def _evaluate(frame: pl.DataFrame, score: NDArray[np.float64], config: TrainConfig,
               column: str = LABEL) -> Evaluation:
     return evaluate(labels(frame, column), score, frame["listed_at"].dt.date(),
@@ -391,7 +359,7 @@ def train(
         booster = fit_final_lightgbm(prepared.train, config, progress)
         score = booster.predict(X_valid, num_threads=config.threads)
     with timings.stage("baselines"):
-        logistic = fit_logistic(prepared.train, config.seed)
+        logistic = fit_logistic(matrix(prepared.train), labels(prepared.train), config.seed)
         evaluations: dict[str, dict[str, Evaluation]] = {}
         gains: dict[str, dict[str, Gain]] = {}
         evaluations["valid"], gains["valid"] = compare(prepared.valid, booster, logistic, config)

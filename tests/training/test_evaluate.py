@@ -1,4 +1,5 @@
-"""Tests for training.evaluate on tiny literal examples with hand-computed answers."""
+"""Tests for training.evaluate, the baselines and the plots on tiny literal examples with
+hand-computed answers."""
 
 from __future__ import annotations
 
@@ -12,21 +13,23 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from training.baselines import rules_baseline_score
 from training.evaluate import (
     METRIC_KEYS,
     ThresholdChoice,
     average_precision_gains,
-    calibration_figure,
     category_capacity,
     choose_threshold,
     evaluate,
-    importance_figure,
-    pr_curve_figure,
     precision_at_k_ceiling,
     precision_at_k_daily,
     recall_at_precision,
-    rules_baseline_score,
     seller_precision_at_k_daily,
+)
+from training.plots import (
+    calibration_figure,
+    importance_figure,
+    pr_curve_figure,
     shap_summary_figure,
 )
 
