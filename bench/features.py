@@ -1,6 +1,6 @@
 """Feature pipeline benchmark: time and peak memory of the Polars pipeline against its floors.
 
-Measures, on synthetic catalogs from `features.generate` (seed 0, kept in `--data`):
+Measures, on synthetic catalogs from `synthetic.generate` (seed 0, kept in `--data`):
 
 * fit         `fit_state` on the largest catalog (the state every measurement then loads);
 * bare read   `scan_parquet(...).select(<columns the features use>).collect()`, the I/O floor;
@@ -139,7 +139,7 @@ class Timer:
 
 
 def work_generate(catalog: Path, listings: int, **_: Any) -> dict[str, Any]:
-    from features.generate import generate_catalog
+    from synthetic.generate import generate_catalog
 
     scratch = catalog.with_name(f".partial_{catalog.name}")
     with Timer() as t:

@@ -784,7 +784,7 @@ def section_e2e(args: argparse.Namespace, data: Path) -> dict[str, Any]:
 
 
 def worker_generate(args: argparse.Namespace) -> dict[str, Any]:
-    from features.generate import generate_catalog
+    from synthetic.generate import generate_catalog
 
     scratch = args.catalog.with_name(f".partial_{args.catalog.name}")
     start = time.perf_counter()

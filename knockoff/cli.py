@@ -46,7 +46,7 @@ def _print_summary(summary: dict[str, object]) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from features.generate import generate_catalog
+    from synthetic.generate import generate_catalog
 
     try:
         summary = generate_catalog(
@@ -143,7 +143,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from serving.demo import run_demo
+    from knockoff.demo import run_demo
 
     _print_summary(run_demo(args.out, args.listings, args.batch, progress=sys.stderr.isatty()))
 

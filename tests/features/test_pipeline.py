@@ -11,7 +11,6 @@ from polars.testing import assert_frame_equal
 
 from features import pipeline
 from features.catalog import read_catalog
-from features.generate import generate_catalog
 from features.pipeline import (
     FEATURE_COLUMNS,
     STATELESS,
@@ -31,6 +30,7 @@ from features.pipeline import (
     seller_clusters,
     typo_variants,
 )
+from synthetic.generate import generate_catalog
 from tests.conftest import listings
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)

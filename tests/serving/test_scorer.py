@@ -14,11 +14,11 @@ from polars.testing import assert_frame_equal
 
 from features.catalog import read_catalog, rejects_path
 from features.contract import REJECTS_SCHEMA
-from features.generate import generate_catalog
 from features.pipeline import FEATURE_COLUMNS, batch_aggregates, build_features
 from knockoff.cli import main
 from serving.reasons import TEMPLATES, phrase, top_reasons
 from serving.scorer import ModelLoadError, Scorer, score_catalog
+from synthetic.generate import generate_catalog
 from training.config import TrainConfig
 from training.train import TrainResult, matrix, train
 

@@ -11,8 +11,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from features.catalog import read_catalog
-from features.generate import generate_catalog
 from features.pipeline import FEATURE_COLUMNS, FeatureState, build_features
+from synthetic.generate import generate_catalog
 from training import tracking
 from training.config import TrainConfig
 from training.export import Bundle

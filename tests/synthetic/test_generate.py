@@ -9,8 +9,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from features.contract import SCHEMA
-from features.generate import BRANDS, COPY_WORDS, NEWLY_TARGETED, TRUTH, generate_catalog
+from features.contract import SCHEMA, TRUTH
+from synthetic.generate import generate_catalog
+from synthetic.market import BRANDS, NEWLY_TARGETED
+from synthetic.text import COPY_WORDS
 
 N = 40_000
 START = date(2026, 1, 1)
