@@ -9,27 +9,22 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features import pipeline
+from features import aggregates
+from features.aggregates import batch_aggregates
 from features.catalog import read_catalog
-from features.pipeline import (
-    FEATURE_COLUMNS,
-    STATELESS,
+from features.fitted import (
     BrandPrices,
     BrandRisk,
     CategoryCodes,
-    FeatureState,
-    StateError,
-    batch_aggregates,
     brand_risk_as_of,
-    build_features,
-    fit_brand_lexicon,
     fit_brand_prices,
     fit_brand_risk,
-    fit_state,
-    lexicon_from_brands,
-    seller_clusters,
-    typo_variants,
 )
+from features.lexicon import fit_brand_lexicon, lexicon_from_brands, typo_variants
+from features.network import seller_clusters
+from features.pipeline import build_features
+from features.registry import FEATURE_COLUMNS, STATELESS
+from features.state import FeatureState, StateError, fit_state
 from synthetic.generate import generate_catalog
 from tests.conftest import listings
 
@@ -295,7 +290,7 @@ def test_aggregates_split_into_passes_equal_one_pass(
     generate_catalog(path, 20_000, seed=4)
     rows, state = read_catalog(path).rows, hand_state()
     one = batch_aggregates(rows, state)
-    monkeypatch.setattr(pipeline, "PARTITION_ROWS", 3_000)  # 7 passes
+    monkeypatch.setattr(aggregates, "PARTITION_ROWS", 3_000)  # 7 passes
     split = batch_aggregates(rows, state)
     for name in ("sellers", "images", "contacts"):
         a, b = getattr(one, name), getattr(split, name)
