@@ -5,7 +5,7 @@ Written the way a competent pandas user would: default dtypes (Arrow-backed `str
 It reads the same fitted state as the Polars pipeline (the state folder's Parquet tables and
 `state.json`) and applies the same row validation as `read_catalog` for Parquet input, so that
 both compute the same table from the same file. Only regexes and constants come from
-`features.pipeline`; nothing here calls Polars.
+`features/`; nothing here calls Polars.
 """
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from features.pipeline import (
-    COPY_WORDS_RE,
-    FEATURE_COLUMNS,
-    LOOKALIKE_RE,
-    LOW_PRICE_RATIO,
-    PUNCT_RE,
-)
+from features.aggregates import LOW_PRICE_RATIO
+from features.registry import FEATURE_COLUMNS
+from features.text import COPY_WORDS_RE, LOOKALIKE_RE, PUNCT_RE
 
 BRAND_SPACE_RE = r"[\p{P}\p{S}\s]+"
 STRING_COLUMNS = (

@@ -150,7 +150,7 @@ def work_generate(catalog: Path, listings: int, **_: Any) -> dict[str, Any]:
 
 def work_fit(catalog: Path, state_dir: Path, **_: Any) -> dict[str, Any]:
     from features.catalog import read_catalog
-    from features.pipeline import fit_state
+    from features.state import fit_state
 
     with Timer() as t:
         state = fit_state(read_catalog(catalog).rows)
@@ -171,7 +171,8 @@ def work_bare(catalog: Path, **_: Any) -> dict[str, Any]:
 
 def work_in_memory(catalog: Path, state_dir: Path, **_: Any) -> dict[str, Any]:
     from features.catalog import read_catalog
-    from features.pipeline import FeatureState, build_features
+    from features.pipeline import build_features
+    from features.state import FeatureState
 
     with Timer() as t:
         state = FeatureState.load(state_dir)
@@ -181,7 +182,8 @@ def work_in_memory(catalog: Path, state_dir: Path, **_: Any) -> dict[str, Any]:
 
 def work_streaming(catalog: Path, state_dir: Path, scratch: Path, **_: Any) -> dict[str, Any]:
     from features.catalog import read_catalog
-    from features.pipeline import FeatureState, build_features
+    from features.pipeline import build_features
+    from features.state import FeatureState
 
     out = scratch / f"features_{os.getpid()}.parquet"
     try:
@@ -209,8 +211,10 @@ def work_pandas(catalog: Path, state_dir: Path, **_: Any) -> dict[str, Any]:
 
 
 def work_parts(catalog: Path, state_dir: Path, **_: Any) -> dict[str, Any]:
+    from features.aggregates import batch_aggregates
     from features.catalog import read_catalog
-    from features.pipeline import FeatureState, batch_aggregates, build_features
+    from features.pipeline import build_features
+    from features.state import FeatureState
 
     state = FeatureState.load(state_dir)
     with Timer() as t:
@@ -316,7 +320,9 @@ def check_agreement(catalog: Path, state_dir: Path, examples: int = 5) -> dict[s
     import polars as pl
 
     from features.catalog import read_catalog
-    from features.pipeline import FEATURE_COLUMNS, FeatureState, build_features
+    from features.pipeline import build_features
+    from features.registry import FEATURE_COLUMNS
+    from features.state import FeatureState
 
     polars_table = build_features(
         read_catalog(catalog).rows, FeatureState.load(state_dir)

@@ -251,8 +251,10 @@ def feature_matrix(data: Path, catalog: Path, bundle: Path, rows: int) -> NDArra
     key = file_key(catalog, bundle / "feature_spec.json", training=False)
     cache = data / f"score_X_{catalog.stem}_{key}.npy"
     if not cache.exists():
+        from features.aggregates import batch_aggregates
         from features.catalog import read_catalog
-        from features.pipeline import FEATURE_COLUMNS, batch_aggregates, build_features
+        from features.pipeline import build_features
+        from features.registry import FEATURE_COLUMNS
         from serving.scorer import Scorer
 
         say(f"building features of {catalog} (cached as {cache.name}) ...")
@@ -320,7 +322,7 @@ def grid_model(
     path = data / "score_models" / f"t{trees}_l{leaves}_d{max_depth}_{key}.txt"
     if path.exists():
         return path, None
-    from features.pipeline import FEATURE_COLUMNS
+    from features.registry import FEATURE_COLUMNS
 
     start = time.perf_counter()
     train_set = lgb.Dataset(matrix(prep.train), y, feature_name=list(FEATURE_COLUMNS))

@@ -11,11 +11,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from features.catalog import read_catalog
-from features.pipeline import FEATURE_COLUMNS, FeatureState, build_features
+from features.pipeline import build_features
+from features.registry import FEATURE_COLUMNS
+from features.state import FeatureState
 from synthetic.generate import generate_catalog
-from training import tracking
+from serving import tracking
 from training.config import TrainConfig
-from training.export import Bundle
+from serving.bundle import Bundle
 from training.split import SplitError, split, time_windows
 from training.train import MONOTONE, TrainError, TrainResult, matrix, train
 
