@@ -1,0 +1,167 @@
+"""The service's subcommands: `serve`, `worker`, `platforms add|list|revoke`,
+`users add|list|disable`. Each ends stdout with one JSON object, like every command."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import signal
+import sys
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+
+def _print(summary: dict[str, Any]) -> None:
+    print(json.dumps(summary, default=lambda v: v.isoformat() if isinstance(v, datetime)
+                     else str(v)))
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    from serving import store
+
+    return store.connect(args.db)
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _account(func: Any, *args: Any) -> Any:
+    """Run a store function; its refusals are the user's to fix (exit 2)."""
+    from knockoff.cli import UserError
+    from serving.store import StoreError
+
+    try:
+        return func(*args)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from serving.api import create_app
+    from serving.jobs import ChampionWatch, ServiceSettings, Worker
+
+    if args.workers < 0 or not 0 <= args.port <= 65535:
+        from knockoff.cli import UserError
+
+        raise UserError("--workers must be >= 0 and --port within 0..65535")
+    engine = _engine(args)
+    settings = ServiceSettings.from_env(args.data)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    champion = ChampionWatch()
+    stop = threading.Event()
+    workers = [threading.Thread(target=Worker(engine, settings, champion=champion).run,
+                                args=(stop,), daemon=True, name=f"worker-{i}")
+               for i in range(args.workers)]
+    for thread in workers:
+        thread.start()
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings, champion),
+                                           host=args.host, port=args.port,
+                                           log_level="warning", access_log=False))
+    print(f"knockoff serve: http://{args.host}:{args.port} with {args.workers} worker(s), "
+          f"data in {settings.data_dir}", file=sys.stderr, flush=True)
+    server.run()
+    stop.set()
+    _print({"served": f"http://{args.host}:{args.port}", "workers": args.workers,
+            "stopped": True})
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from serving.jobs import ServiceSettings, Worker
+
+    engine = _engine(args)
+    settings = ServiceSettings.from_env(args.data)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = Worker(engine, settings)
+    print(f"knockoff worker {worker.name}: polling for batches", file=sys.stderr, flush=True)
+    worker.run(stop)
+    _print({"worker": worker.name, "stopped": True})
+
+
+def cmd_platforms(args: argparse.Namespace) -> None:
+    from serving import store
+
+    engine = _engine(args)
+    if args.action == "add":
+        key = _account(store.add_platform, engine, args.name, _actor())
+        _print({"platform": args.name, "api_key": key})
+    elif args.action == "revoke":
+        _account(store.revoke_platform, engine, args.name, _actor())
+        _print({"platform": args.name, "revoked": True})
+    else:
+        _print({"platforms": store.list_platforms(engine)})
+
+
+def cmd_users(args: argparse.Namespace) -> None:
+    from serving import store
+
+    engine = _engine(args)
+    if args.action == "add":
+        password = sys.stdin.readline().rstrip("\r\n")
+        _account(store.add_user, engine, args.name, args.role, password, _actor())
+        _print({"user": args.name, "role": args.role})
+    elif args.action == "disable":
+        _account(store.disable_user, engine, args.name, _actor())
+        _print({"user": args.name, "disabled": True})
+    else:
+        _print({"users": store.list_users(engine)})
+
+
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", help="database URL (default "
+                        "$KNOCKOFF_DATABASE_URL, else sqlite:///var/knockoff.db)")
+
+
+def _data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DIR", help="uploads, scores and rejects (default "
+                        "$KNOCKOFF_DATA_DIR, else var/)")
+
+
+def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register the service's subcommands on the `knockoff` parser's subparsers."""
+    p = sub.add_parser("serve", help="the platform API and in-process scoring workers")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    _db_option(p)
+    _data_option(p)
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="scoring workers in this process (default 1; 0 = API only)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="a scoring worker alone (same database and data folder)")
+    _db_option(p)
+    _data_option(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("platforms", help="platform accounts and their API keys")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("add", "create a platform; prints its API key once"),
+                         ("list", "list platforms"), ("revoke", "revoke a platform's keys")):
+        q = actions.add_parser(action, help=text)
+        if action != "list":
+            q.add_argument("name", metavar="NAME")
+        _db_option(q)
+    p.set_defaults(func=cmd_platforms)
+
+    p = sub.add_parser("users", help="officers', supervisors' and admins' accounts")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("add", help="create a user; reads the password from stdin")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--role", required=True, choices=["officer", "supervisor", "admin"])
+    _db_option(q)
+    for action, text in (("list", "list users"), ("disable", "disable a user")):
+        q = actions.add_parser(action, help=text)
+        if action != "list":
+            q.add_argument("name", metavar="NAME")
+        _db_option(q)
+    p.set_defaults(func=cmd_users)

@@ -1,0 +1,202 @@
+"""Durable scoring jobs: the database is the queue.
+
+A worker leases the oldest queued batch (or one whose worker died: its lease expired), keeps
+the lease alive with a heartbeat thread, scores the upload with the champion into the batch's
+folder, then inserts the cases (flagged listings plus a seeded audit sample of the others) and
+marks the batch done in one transaction. Scoring again after a crash replaces the files and
+the cases, so a batch ends with one set of files and one case per listing whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy.engine import Engine
+
+from features.catalog import CatalogError, read_catalog
+from serving import store
+from serving.scorer import DEFAULT_MODEL, ModelLoadError, Scorer, score_catalog
+
+MAX_ATTEMPTS = 3  # a batch that crashes the scorer this often fails instead of looping
+SNAPSHOT = [name for name, _ in store.CASE_SNAPSHOT]
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Service defaults; each one can be set by an environment variable (`KNOCKOFF_...`)."""
+
+    data_dir: Path = Path("var")
+    upload_limit: int = 4 << 30  # bytes
+    max_queued: int = 10  # queued batches per platform
+    lease_seconds: float = 60.0
+    audit_share: float = 0.005  # of unflagged listings, as `audit` cases
+    poll_seconds: float = 1.0
+    threads: int = 2  # onnxruntime threads per worker
+
+    @classmethod
+    def from_env(cls, data_dir: str | None = None) -> ServiceSettings:
+        env = os.environ.get
+        return cls(
+            data_dir=Path(data_dir or env("KNOCKOFF_DATA_DIR") or "var"),
+            upload_limit=int(env("KNOCKOFF_UPLOAD_LIMIT", cls.upload_limit)),
+            max_queued=int(env("KNOCKOFF_MAX_QUEUED", cls.max_queued)),
+            lease_seconds=float(env("KNOCKOFF_LEASE_SECONDS", cls.lease_seconds)),
+            audit_share=float(env("KNOCKOFF_AUDIT_SHARE", cls.audit_share)),
+            poll_seconds=float(env("KNOCKOFF_POLL_SECONDS", cls.poll_seconds)),
+            threads=int(env("KNOCKOFF_THREADS", cls.threads)),
+        )
+
+    def batch_dir(self, batch_id: str) -> Path:
+        return self.data_dir / "batches" / batch_id
+
+
+def public_message(exc: BaseException, folder: Path) -> str:
+    """An error message without the server's paths: `upload.csv: ...`, as the CLI names files."""
+    return str(exc).replace(f"{folder.resolve()}/", "").replace(f"{folder}/", "")
+
+
+class ChampionWatch:
+    """Which version holds the champion alias, asked of the registry at most every `ttl` s."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._checked = -float("inf")
+        self._label: str | None = None
+
+    def current(self) -> str | None:
+        with self._lock:
+            if time.monotonic() - self._checked >= self.ttl:
+                self._label = _champion_label()
+                self._checked = time.monotonic()
+            return self._label
+
+
+def _champion_label() -> str | None:
+    from serving import tracking
+
+    try:
+        return tracking.resolve(DEFAULT_MODEL).label
+    except Exception:  # no champion yet, or the registry cannot be reached: wait for it
+        return None
+
+
+class Worker:
+    """Scores queued batches one at a time until `stop` is set."""
+
+    def __init__(self, engine: Engine, settings: ServiceSettings, name: str | None = None,
+                 champion: ChampionWatch | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.champion = champion or ChampionWatch()
+        self.scorer: Scorer | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # the database went away for a moment: log it and poll again
+                traceback.print_exc(file=sys.stderr)
+                worked = False
+            if not worked:
+                stop.wait(self.settings.poll_seconds)
+
+    def run_once(self) -> bool:
+        """Score one batch if there is one and a champion to score it with."""
+        version = self.champion.current()
+        if version is None:
+            return False
+        if self.scorer is None or self.scorer.model_version != version:
+            try:
+                self.scorer = Scorer.load(DEFAULT_MODEL, threads=self.settings.threads)
+            except ModelLoadError as exc:
+                print(f"knockoff worker: cannot load the champion: {exc}", file=sys.stderr)
+                return False
+        batch = store.claim_batch(self.engine, self.name, self.settings.lease_seconds)
+        if batch is None:
+            return False
+        self.process(batch, self.scorer)
+        return True
+
+    def process(self, batch: store.Batch, scorer: Scorer) -> None:
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(batch.id, stop), daemon=True)
+        beat.start()
+        folder = self.settings.batch_dir(batch.id)
+        try:
+            counts, cases = self._score(batch, scorer)
+        except CatalogError as exc:
+            store.fail_batch(self.engine, batch.id, self.name, public_message(exc, folder))
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            if batch.attempts >= MAX_ATTEMPTS:
+                store.fail_batch(self.engine, batch.id, self.name,
+                                 f"scoring failed {batch.attempts} times "
+                                 f"({type(exc).__name__}); please submit it again")
+            else:
+                store.release_batch(self.engine, batch.id, self.name)
+        else:
+            store.finish_batch(self.engine, batch.id, self.name, counts, cases)
+        finally:
+            stop.set()
+            beat.join()
+
+    def _heartbeat(self, batch_id: str, stop: threading.Event) -> None:
+        lease = self.settings.lease_seconds
+        while not stop.wait(lease / 3):
+            try:
+                if not store.renew_lease(self.engine, batch_id, self.name, lease):
+                    return  # another worker took it over; our result will not be committed
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+
+    def _score(self, batch: store.Batch, scorer: Scorer) -> tuple[dict[str, Any],
+                                                                    list[dict[str, Any]]]:
+        folder = self.settings.batch_dir(batch.id)
+        upload = self.settings.data_dir / batch.upload_path
+        _clear_outputs(folder, keep=upload)  # what a killed attempt may have left
+        summary = score_catalog(upload, folder / "scores.parquet", scorer=scorer,
+                                threads=self.settings.threads)
+        counts = {k: summary[k] for k in ("rows", "scored", "rejected", "flagged",
+                                          "model_version")}
+        cases = case_rows(batch, upload, folder / "scores.parquet", scorer,
+                          self.settings.audit_share)
+        return counts, cases
+
+
+def _clear_outputs(folder: Path, keep: Path) -> None:
+    for path in folder.iterdir():
+        if path.resolve() != keep.resolve():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def case_rows(batch: store.Batch, upload: Path, scores: Path, scorer: Scorer,
+              audit_share: float) -> list[dict[str, Any]]:
+    """One case per flagged listing plus a seeded random sample of the unflagged ones (the
+    same sample every time the batch is scored), each with the listing as submitted."""
+    seed = int(batch.id[:8], 16)
+    in_sample = pl.col("listing_id").hash(seed) % 1_000_000 < round(audit_share * 1_000_000)
+    picked = pl.scan_parquet(scores).filter(pl.col("flagged") | in_sample).select(
+        "listing_id", "score", "reasons", "model_version",
+        kind=pl.when(pl.col("flagged")).then(pl.lit("flag")).otherwise(pl.lit("audit")))
+    listings = read_catalog(upload, currency=scorer.state.currency).rows
+    frame = picked.join(listings.select(["listing_id", *SNAPSHOT]), on="listing_id",
+                        how="left").collect(engine="streaming")
+    created = store.now()
+    return [
+        {**row, "platform_id": batch.platform_id, "batch_id": batch.id, "status": "open",
+         "created_at": created}
+        for row in frame.to_dicts()
+    ]
