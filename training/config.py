@@ -40,6 +40,8 @@ class TrainConfig:
     early_stopping_share: float = 0.2
     seed: int = 42
     threads: int = 2
+    # refuse to train when validation rejects more than this share of the catalog's rows
+    max_reject_share: float = 0.05
     # features and registry
     currency: str = "EUR"
     max_image_sellers: int = 25
@@ -73,6 +75,8 @@ class TrainConfig:
             problems.append("early_stopping_share must be between 0 and 1")
         if self.threads < 1:
             problems.append("threads must be >= 1")
+        if not 0.0 <= self.max_reject_share <= 1.0:
+            problems.append("max_reject_share must be between 0 and 1")
         if len(self.currency) != 3:
             problems.append("currency must be an ISO 4217 code such as EUR")
         if problems:

@@ -35,6 +35,11 @@ PRIMARY = "average_precision"  # the metric that picks the champion and the tune
 LOWEST_MARGIN = 2e-5  # threshold below the lowest validation score: score - margin / 2
 
 
+def format_metric(value: float | None) -> str:
+    """A metric for a sentence or a table cell: 3 decimals, n/a when undefined (None, NaN)."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     """A score threshold (flag when score >= threshold) and how it was chosen."""

@@ -14,10 +14,13 @@ import optuna
 import polars as pl
 
 from features.catalog import read_catalog
-from training import tracking
+from serving import tracking
+from training.compare import evaluate_rows
 from training.config import TrainConfig
+from training.dataset import matrix, prepare
+from training.evaluate import PRIMARY
 from training.split import time_windows
-from training.train import PRIMARY, _evaluate, fit_lightgbm, matrix, prepare
+from training.train import fit_lightgbm
 
 
 def search_space(trial: optuna.Trial, base: TrainConfig) -> TrainConfig:
@@ -68,7 +71,7 @@ def tune(
                                     {"trial": trial.number}, nested=True):
                 booster = fit_lightgbm(prepared.train, valid, candidate, progress=False)
                 score = booster.predict(X_valid, num_threads=candidate.threads)
-                metrics = _evaluate(valid, score, candidate).metrics
+                metrics = evaluate_rows(valid, score, candidate).metrics
                 tracking.log_metrics({**metrics, "best_iteration": booster.current_iteration()})
             return metrics[PRIMARY]
 

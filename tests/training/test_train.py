@@ -12,14 +12,16 @@ from polars.testing import assert_frame_equal
 
 from features.catalog import read_catalog
 from features.pipeline import build_features
-from features.registry import FEATURE_COLUMNS
+from features.registry import FEATURE_COLUMNS, MONOTONE, OPTIONAL_GROUPS
 from features.state import FeatureState
-from synthetic.generate import generate_catalog
 from serving import tracking
-from training.config import TrainConfig
 from serving.bundle import Bundle
+from synthetic.generate import generate_catalog
+from training.config import TrainConfig
+from training.dataset import TrainError, hide_optional, matrix
+from training.report import TrainResult
 from training.split import SplitError, split, time_windows
-from training.train import MONOTONE, TrainError, TrainResult, matrix, train
+from training.train import train
 
 # ~30 labelled rows a day: a daily capacity of 10 keeps precision@k measurable
 FAST = TrainConfig(num_boost_round=60, early_stopping_rounds=20, threads=1, valid_days=40,
@@ -241,8 +243,6 @@ def test_cli_train_without_labels_exits_2(tmp_path: Path, store: Path, catalog: 
 
 
 def test_optional_features_are_hidden_on_seeded_shares_of_training_rows() -> None:
-    from training.train import OPTIONAL_GROUPS, hide_optional
-
     names = [n for group in OPTIONAL_GROUPS.values() for n in group]
     frame = pl.DataFrame({name: [1.0] * 2000 for name in (*names, "price_brand_ratio")})
     config = FAST.replace(after_sale_mask_share=0.5, optional_mask_share=0.1,
