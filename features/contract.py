@@ -12,6 +12,11 @@ import polars as pl
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 
 
+class CatalogError(Exception):
+    """The whole batch is unusable (or an output cannot be written); the message names the
+    file and the problem. The command line exits 2 with it, the API answers 422."""
+
+
 @dataclass(frozen=True)
 class Column:
     name: str

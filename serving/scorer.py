@@ -19,14 +19,15 @@ import pyarrow as pa
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from features.catalog import (
-    CatalogError,
+from features.catalog import CatalogError, read_catalog
+from features.contract import REJECTS_SCHEMA, SCORED_SCHEMA
+from features.outputs import (
     output_format,
-    read_catalog,
+    publishing,
+    refuse_overwriting_inputs,
     rejects_path,
     write_frame,
 )
-from features.contract import REJECTS_SCHEMA, SCORED_SCHEMA
 from features.pipeline import (
     FEATURE_COLUMNS,
     BatchAggregates,
@@ -179,8 +180,7 @@ def score_catalog(
     total = int(aggregates.sellers["seller_listings"].sum())
     clock.lap("aggregates")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
+    refuse_overwriting_inputs((out, rejects_path(out)), source, catalog.files)
     counts = {"scored": 0, "flagged": 0}
     bar = tqdm(total=total, unit="row", unit_scale=True, desc="scoring", disable=not progress,
                file=sys.stderr)
@@ -190,31 +190,27 @@ def score_catalog(
         counts["flagged"] += int(batch["flagged"].sum())
         bar.update(batch.height)
 
-    try:
+    # Both files are written under unique temporary names and renamed only when both are
+    # complete, rejects first: whoever finds the scores finds their rejects beside them.
+    with publishing(rejects_path(out), out) as (rejects_tmp, out_tmp), bar:
         with pl.Config(streaming_chunk_size=chunk_rows):
             query = scorer.scored(catalog.rows, aggregates, reasons_as_text=fmt == "csv",
                                   on_batch=count, seconds=seconds)
             if fmt == "csv":
-                query.sink_csv(tmp, engine="streaming")
+                query.sink_csv(out_tmp, engine="streaming")
             else:
-                query.sink_parquet(tmp, compression="zstd", engine="streaming")
+                query.sink_parquet(out_tmp, compression="zstd", engine="streaming")
         scored, flagged = counts["scored"], counts["flagged"]
         if scored != total:  # every valid row must come out scored; never lose one silently
             raise CatalogError(f"{source}: scored {scored} rows but the batch has {total} "
                                "valid rows")
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-    # features and writing run inside Polars alongside scoring: they are the rest of this
-    clock.lap("scoring")
-    if catalog.rows_read == scored:  # every row was valid: no need to read the batch again
-        rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
-    else:
-        rejects = catalog.rejects.sort("file", "row_number").collect(engine="streaming")
-    write_frame(rejects, rejects_path(out), fmt)
+        # features and writing run inside Polars alongside scoring: they are the rest of this
+        clock.lap("scoring")
+        if catalog.rows_read == scored:  # every row was valid: no need to read the batch again
+            rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
+        else:
+            rejects = catalog.rejects.sort("file", "row_number").collect(engine="streaming")
+        write_frame(rejects, rejects_tmp, fmt)
     clock.lap("rejects")
     return {
         "scored": scored, "rejected": rejects.height, "flagged": flagged,
@@ -222,5 +218,6 @@ def score_catalog(
         "threshold": scorer.threshold, "out": str(out), "rejects": str(rejects_path(out)),
         "ignored_columns": list(catalog.extra_columns),
         "absent_columns": list(catalog.absent_columns),
+        "nan_as_missing": catalog.nan_as_missing,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }

@@ -7,7 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from features.catalog import CatalogError, read_catalog, rejects_path
+from features.catalog import CatalogError, read_catalog
+from features.outputs import rejects_path
 from knockoff.cli import main
 from tests.conftest import listings
 
@@ -239,12 +240,19 @@ def test_jsonl_column_that_appears_late_is_read(tmp_path: Path) -> None:
     assert got["description"].drop_nulls().len() == 300
 
 
-def test_nan_and_infinite_prices_are_rejected(tmp_path: Path) -> None:
+def test_nan_and_infinite_prices_are_rejected_nan_optional_numbers_are_missing(
+    tmp_path: Path,
+) -> None:
     frame = listings({"price": float("nan")}, {"price": float("inf")}, {"list_price": float("nan")},
-                     {})
-    rejects = read_catalog(write(frame, tmp_path / "c.parquet")).rejects.collect()
-    assert rejects["row_number"].to_list() == [1, 2, 3]
+                     {"list_price": float("inf")}, {"seller_rating": float("nan")}, {})
+    catalog = read_catalog(write(frame, tmp_path / "c.parquet"))
+    rejects = catalog.rejects.collect()
+    assert rejects["row_number"].to_list() == [1, 2, 4]
     assert all("finite" in r for r in rejects["reason"])
+    rows = catalog.rows.collect()
+    assert rows["listing_id"].to_list() == ["L3", "L5", "L6"]
+    assert rows["list_price"].null_count() == 3 and rows["seller_rating"].null_count() == 1
+    assert catalog.nan_as_missing == {"list_price": 1, "seller_rating": 1}
 
 
 def test_header_only_csv_is_an_empty_batch(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.catalog import read_catalog, rejects_path
+from features.catalog import read_catalog
 from features.contract import REJECTS_SCHEMA
+from features.outputs import rejects_path
 from features.pipeline import FEATURE_COLUMNS, batch_aggregates, build_features
 from knockoff.cli import main
 from serving.reasons import TEMPLATES, phrase, top_reasons
