@@ -1,20 +1,19 @@
-"""Shared test set-up: quiet, single-machine-friendly environment and a listing factory."""
+"""Shared test set-up: the quiet environment with 2 threads, a listing factory, an MLflow store."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-import pytest
+from knockoff.environment import quiet_environment
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# before Polars, LightGBM or onnxruntime are imported (they read these once); 2 cores are shared
+quiet_environment(threads=2)
+
+import polars as pl  # noqa: E402
+import pytest  # noqa: E402
 
 from features.contract import SCHEMA  # noqa: E402
 
