@@ -12,10 +12,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from features.aggregates import batch_aggregates
 from features.catalog import read_catalog
 from features.contract import REJECTS_SCHEMA
 from features.outputs import rejects_path
-from features.pipeline import FEATURE_COLUMNS, batch_aggregates, build_features
+from features.pipeline import build_features
+from features.registry import FEATURE_COLUMNS
 from knockoff.cli import main
 from serving.reasons import TEMPLATES, phrase, top_reasons
 from serving.scorer import ModelLoadError, Scorer, score_catalog
