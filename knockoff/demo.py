@@ -9,9 +9,9 @@ from pathlib import Path
 
 import polars as pl
 
+from serving import tracking
 from serving.scorer import DEFAULT_MODEL, score_catalog
 from synthetic.generate import generate_catalog
-from training import tracking
 from training.train import train
 
 

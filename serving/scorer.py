@@ -19,6 +19,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from features.aggregates import BatchAggregates, batch_aggregates
 from features.catalog import CatalogError, read_catalog
 from features.contract import REJECTS_SCHEMA, SCORED_SCHEMA
 from features.outputs import (
@@ -28,19 +29,16 @@ from features.outputs import (
     rejects_path,
     write_frame,
 )
-from features.pipeline import (
-    FEATURE_COLUMNS,
-    BatchAggregates,
-    FeatureState,
-    batch_aggregates,
-    build_features,
-)
-from serving.reasons import PathContributions, top_reasons
+from features.pipeline import build_features
+from features.registry import FEATURE_COLUMNS
+from features.state import FeatureState
+from serving import tracking
+from serving.bundle import Bundle, BundleError
+from serving.explain import PathContributions
+from serving.reasons import top_reasons
 from serving.timing import Clock
-from training import tracking
-from training.export import Bundle, BundleError
+from serving.tracking import DEFAULT_MODEL
 
-DEFAULT_MODEL = "models:/knockoff@champion"
 CHUNK_ROWS = 100_000  # rows per streaming batch (Polars' morsel size while scoring)
 
 
@@ -73,7 +71,7 @@ class Scorer:
                 f"features ({len(bundle.features)} vs {len(FEATURE_COLUMNS)}); retrain it"
             )
         version = model.label if model else bundle.spec.get("model_version") or "unregistered"
-        return cls(bundle, state, str(version), PathContributions.from_booster(bundle.booster))
+        return cls(bundle, state, str(version), PathContributions.from_trees(bundle.trees))
 
     @property
     def threshold(self) -> float:
@@ -86,7 +84,10 @@ class Scorer:
         accumulates the time spent in inference, reasons and assembling the output."""
         clock = Clock(seconds)
         X = features.select(FEATURE_COLUMNS).to_numpy().astype(np.float32, copy=False)
-        score = self.bundle.predict(X) if len(X) else np.empty(0)
+        try:
+            score = self.bundle.predict(X) if len(X) else np.empty(0)
+        except BundleError as exc:  # a score NaN or outside 0..1 is never written
+            raise ModelLoadError(str(exc)) from None
         flagged = score >= self.threshold
         rows = np.flatnonzero(flagged) if explain else np.empty(0, dtype=np.int64)
         clock.lap("inference")

@@ -1,13 +1,6 @@
-"""The model bundle: one folder that scores without MLflow.
+"""The model bundle, writing side: LightGBM to ONNX, checked, written once with its digests.
 
-Layout::
-
-    model.onnx          LightGBM as an ONNX TreeEnsembleRegressor (raw score) + Sigmoid
-                        (input "input" float32 [N, F]; output "probability" [N, 1] = P(fake))
-    model.txt           the same LightGBM model as text (pred_contrib explanations)
-    feature_state/      fitted feature state, written by the caller's callback
-    feature_spec.json   ordered features, dtype, threshold, model identity, windows, parity
-    train.toml          the training config as given
+The layout and the reading side (load, verify, predict) are in `serving.bundle`.
 
 onnxruntime's TreeEnsemble compares float32 inputs with float32 thresholds, while LightGBM
 keeps double thresholds; an input lying between a double threshold and its float32 rounding
@@ -23,8 +16,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -37,22 +28,26 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from onnxmltools.convert.common.data_types import FloatTensorType
 
-MODEL_ONNX = "model.onnx"
-MODEL_TXT = "model.txt"
-FEATURE_STATE = "feature_state"
-FEATURE_SPEC = "feature_spec.json"
-TRAIN_TOML = "train.toml"
-BUNDLE_FILES: tuple[str, ...] = (MODEL_ONNX, MODEL_TXT, FEATURE_SPEC, TRAIN_TOML)
+from serving.bundle import (
+    FEATURE_SPEC,
+    FEATURE_STATE,
+    FORMAT_VERSION,
+    INPUT_NAME,
+    MODEL_ONNX,
+    MODEL_TXT,
+    ONNX_FEATURES_KEY,
+    OUTPUT_NAME,
+    PARITY_SAMPLE,
+    TRAIN_TOML,
+    Bundle,
+    Parity,
+    onnx_predict,
+    onnx_session,
+    seal,
+)
 
-FORMAT_VERSION = 2  # 1: TreeEnsembleClassifier, "probabilities" [N, 2] (still readable)
 TARGET_OPSET = 15  # onnxmltools' LightGBM converter supports opset <= 15
-INPUT_NAME = "input"
-OUTPUT_NAME = "probability"  # [N, 1] = P(fake); scoring reads the last output's last column
-ONNX_FEATURES_KEY = "knockoff.features"  # ONNX metadata: the ordered feature names (JSON list)
-
-# Parity limits: at most this share of rows may differ by more than DIFF_TOLERANCE.
-DIFF_TOLERANCE = 1e-4
-MAX_SHARE_OVER = 1e-4  # 0.01 %
+PARITY_SAMPLE_ROWS = 64  # validation rows kept in the bundle, re-scored at every load
 
 REQUIRED_SPEC_EXTRA: tuple[str, ...] = ("model_name", "train_window", "valid_window", "git_commit")
 RESERVED_SPEC_KEYS: tuple[str, ...] = (
@@ -73,10 +68,6 @@ _DEFAULT_LGB_NAME = re.compile(r"^Column_\d+$")
 
 class ExportError(RuntimeError):
     """Writing a bundle was refused (bad inputs or ONNX/LightGBM disagreement)."""
-
-
-class BundleError(RuntimeError):
-    """A bundle folder is incomplete or inconsistent."""
 
 
 # --------------------------------------------------------------------------- snapping
@@ -156,111 +147,7 @@ def classifier_to_regressor(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def onnx_session(
-    model: str | os.PathLike[str] | bytes | onnx.ModelProto, threads: int = 2
-) -> ort.InferenceSession:
-    """A CPU onnxruntime session for `onnx_predict`, which scores `threads` chunks at a time.
-
-    Every `run` is single-threaded (intra_op_num_threads=1: no intra-op pool, nothing spins).
-    Given a pool, onnxruntime's TreeEnsembleClassifier splits a large batch by trees and joins
-    its threads every 128 rows: barely faster than one thread, and with spinning it burns the
-    other core of a shared machine. `onnx_predict` instead runs chunks concurrently from
-    `threads` Python threads (onnxruntime releases the GIL); the count is kept in the session's
-    config entry "knockoff.predict_threads". Full graph optimisation. See bench/score.py.
-    """
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("knockoff.predict_threads", str(threads))
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def onnx_input_width(session: ort.InferenceSession) -> int | None:
-    """The feature count the session's input expects (None if not fixed)."""
-    width = session.get_inputs()[0].shape[1]
-    return width if isinstance(width, int) else None
-
-
-def onnx_predict(
-    session: ort.InferenceSession, X: NDArray[np.floating], chunk_rows: int = 1_000_000
-) -> NDArray[np.float64]:
-    """P(fake) for each row of X (cast to contiguous float32).
-
-    Rows are scored in runs of at most `chunk_rows` rows, at least 4 runs per thread when X is
-    big enough (so a thread slowed by other work on the machine hands chunks to the others),
-    `threads` runs at a time for a session from `onnx_session(model, threads)`, one at a time
-    for any other session.
-    """
-    matrix = np.ascontiguousarray(X, dtype=np.float32)
-    width = onnx_input_width(session)
-    if matrix.ndim != 2 or (width is not None and matrix.shape[1] != width):
-        raise ValueError(f"expected a 2-d array with {width} columns, got shape {matrix.shape}")
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[-1].name  # format 1's [N, 2] or format 2's [N, 1]
-    try:  # set by onnx_session; other sessions (or a bad value) score one chunk at a time
-        options = session.get_session_options()
-        threads = max(1, int(options.get_session_config_entry("knockoff.predict_threads")))
-    except (RuntimeError, ValueError):
-        threads = 1
-    rows = matrix.shape[0]
-    step = min(chunk_rows, max(4_096, -(-rows // (4 * threads))))
-    out = np.empty(rows, dtype=np.float64)
-
-    def score(start: int) -> None:
-        chunk = matrix[start : start + step]
-        (probabilities,) = session.run([output_name], {input_name: chunk})
-        out[start : start + chunk.shape[0]] = probabilities[:, -1]
-
-    starts = range(0, rows, step)
-    if threads == 1 or len(starts) <= 1:
-        for start in starts:
-            score(start)
-    else:
-        with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
-            list(pool.map(score, starts))  # each chunk goes to whichever thread is free
-    return out
-
-
 # --------------------------------------------------------------------------- parity
-
-
-@dataclass(frozen=True)
-class Parity:
-    """How far ONNX scores are from LightGBM's on a validation sample."""
-
-    rows: int
-    max_abs_diff: float
-    p99_abs_diff: float
-    share_over_1e4: float
-    flag_flips: int
-    ok: bool
-
-    def as_dict(self) -> dict[str, float | int | bool]:
-        return {
-            "rows": self.rows,
-            "max_abs_diff": self.max_abs_diff,
-            "p99_abs_diff": self.p99_abs_diff,
-            "share_over_1e4": self.share_over_1e4,
-            "flag_flips": self.flag_flips,
-            "ok": self.ok,
-        }
-
-    def describe(self) -> str:
-        return (
-            f"{self.rows} rows: max |diff| {self.max_abs_diff:.3g}, p99 {self.p99_abs_diff:.3g}, "
-            f"{self.share_over_1e4:.4%} of rows over {DIFF_TOLERANCE:g} "
-            f"(limit {MAX_SHARE_OVER:.2%}), {self.flag_flips} flag flips (limit 0)"
-        )
 
 
 def parity_check(
@@ -278,21 +165,7 @@ def parity_check(
     """
     X = np.ascontiguousarray(X_float32, dtype=np.float32)
     reference = np.asarray(booster.predict(X, num_threads=threads), dtype=np.float64)
-    scores = onnx_predict(session, X)
-    diff = np.abs(scores - reference)
-    rows = int(diff.size)
-    if rows == 0:
-        return Parity(0, float("nan"), float("nan"), float("nan"), 0, False)
-    share = float(np.mean(diff > DIFF_TOLERANCE))
-    flips = int(np.count_nonzero((reference >= threshold) != (scores >= threshold)))
-    return Parity(
-        rows=rows,
-        max_abs_diff=float(diff.max()),
-        p99_abs_diff=float(np.quantile(diff, 0.99)),
-        share_over_1e4=share,
-        flag_flips=flips,
-        ok=share <= MAX_SHARE_OVER and flips == 0,
-    )
+    return Parity.of(onnx_predict(session, X), reference, threshold)
 
 
 def require_parity(parity: Parity) -> Parity:
@@ -359,6 +232,60 @@ def _tag_features(model: onnx.ModelProto, names: Sequence[str]) -> None:
     entry.value = json.dumps(list(names))
 
 
+def _parity_sample(
+    X: NDArray[np.float32], reference: NDArray[np.float64]
+) -> dict[str, NDArray[np.generic]]:
+    """PARITY_SAMPLE_ROWS rows of X evenly spaced in LightGBM's score order (lowest to highest
+    score, so flagged rows are in it) with those scores."""
+    order = np.argsort(reference, kind="stable")
+    picks = order[np.unique(np.linspace(0, len(X) - 1, PARITY_SAMPLE_ROWS).round().astype(int))]
+    return {"X": X[picks], "score": np.asarray(reference, dtype=np.float64)[picks]}
+
+
+def _spec(names: list[str], threshold: float, extra: Mapping[str, Any],
+          parity: Parity) -> str:
+    """feature_spec.json's text."""
+    spec = {
+        "format_version": FORMAT_VERSION,
+        "features": names,
+        "n_features": len(names),
+        "dtype": "float32",
+        "threshold": float(threshold),
+        **extra,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "onnx": {
+            "input": INPUT_NAME,
+            "output": OUTPUT_NAME,
+            "column": 0,
+            "opset": TARGET_OPSET,
+            "thresholds_snapped_to_float32": True,
+        },
+        "parity": parity.as_dict(),
+    }
+    return json.dumps(spec, indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def _publish(out: Path, files: Mapping[str, bytes], sample: Mapping[str, NDArray[np.generic]],
+             write_state: Callable[[Path], None], threads: int) -> None:
+    """Write the files, the feature state and the parity sample into a hidden temporary folder
+    next to `out`, seal it with digests, load it back as a check, then rename it to `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        for name, content in files.items():
+            (tmp / name).write_bytes(content)
+        np.savez(tmp / PARITY_SAMPLE, **sample)
+        (tmp / FEATURE_STATE).mkdir()
+        write_state(tmp / FEATURE_STATE)
+        seal(tmp)
+        Bundle.load(tmp, threads=threads)
+        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_bundle(
     out_dir: str | os.PathLike[str],
     booster: lgb.Booster,
@@ -375,9 +302,11 @@ def write_bundle(
 
     Snaps thresholds, converts to ONNX, and refuses (ExportError, with the figures) unless ONNX
     matches LightGBM on X_check (validation rows, float32). spec_extra must hold model_name,
-    train_window, valid_window and git_commit (model_version defaults to null). Everything is
-    written into a hidden temporary folder next to out_dir, loaded back as a check, and renamed
-    into place at the end, so a failure never leaves a half bundle.
+    train_window, valid_window and git_commit (model_version defaults to null). Keeps a parity
+    sample of X_check with LightGBM's scores and the sha256 of every file, both checked at
+    every load. Everything is written into a hidden temporary folder next to out_dir, loaded
+    back as a check, and renamed into place at the end, so a failure never leaves a half
+    bundle.
     """
     out = Path(out_dir)
     X = np.ascontiguousarray(X_check, dtype=np.float32)
@@ -396,138 +325,11 @@ def write_bundle(
     parity = require_parity(
         parity_check(onnx_session(model_bytes, threads), booster, X, threshold, threads=threads)
     )
-    spec = {
-        "format_version": FORMAT_VERSION,
-        "features": names,
-        "n_features": len(names),
-        "dtype": "float32",
-        "threshold": float(threshold),
-        **extra,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "onnx": {
-            "input": INPUT_NAME,
-            "output": OUTPUT_NAME,
-            "column": 0,
-            "opset": TARGET_OPSET,
-            "thresholds_snapped_to_float32": True,
-        },
-        "parity": parity.as_dict(),
+    files = {
+        MODEL_ONNX: model_bytes,
+        MODEL_TXT: snapped.model_to_string().encode(),
+        FEATURE_SPEC: _spec(names, threshold, extra, parity).encode(),
+        TRAIN_TOML: config_text.encode(),
     }
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        (tmp / MODEL_ONNX).write_bytes(model_bytes)
-        (tmp / MODEL_TXT).write_text(snapped.model_to_string())
-        (tmp / FEATURE_STATE).mkdir()
-        write_state(tmp / FEATURE_STATE)
-        (tmp / FEATURE_SPEC).write_text(
-            json.dumps(spec, indent=2, default=_json_default, allow_nan=False) + "\n"
-        )
-        (tmp / TRAIN_TOML).write_text(config_text)
-        Bundle.load(tmp, threads=threads)
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _publish(out, files, _parity_sample(X, reference), write_state, threads)
     return out
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _read_spec(path: Path) -> dict[str, Any]:
-    """feature_spec.json, checked for the fields scoring relies on."""
-    try:
-        spec = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise BundleError(f"{path}: unreadable JSON ({error})") from error
-    features = spec.get("features") if isinstance(spec, dict) else None
-    if not (isinstance(features, list) and features and all(isinstance(f, str) for f in features)):
-        raise BundleError(f"{path}: 'features' must be a non-empty list of names")
-    if len(set(features)) != len(features):
-        raise BundleError(f"{path}: 'features' has duplicate names")
-    if spec.get("dtype") != "float32":
-        raise BundleError(f"{path}: dtype must be 'float32', got {spec.get('dtype')!r}")
-    threshold = spec.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise BundleError(f"{path}: 'threshold' must be a number, got {threshold!r}")
-    return spec
-
-
-def _check_onnx(path: Path, session: ort.InferenceSession, features: tuple[str, ...]) -> None:
-    """The ONNX input width (and recorded feature order, if any) must match the spec."""
-    width = onnx_input_width(session)
-    if width != len(features):
-        raise BundleError(
-            f"{path}: expects {width} input features but {FEATURE_SPEC} lists {len(features)}"
-        )
-    recorded = session.get_modelmeta().custom_metadata_map.get(ONNX_FEATURES_KEY)
-    if recorded is not None and tuple(json.loads(recorded)) != features:
-        raise BundleError(
-            f"{path}: feature order recorded in the model differs from {FEATURE_SPEC}"
-        )
-
-
-def _check_booster(path: Path, booster: lgb.Booster, features: tuple[str, ...]) -> None:
-    """model.txt must have the spec's feature count (and names, when it has real names)."""
-    if booster.num_feature() != len(features):
-        raise BundleError(
-            f"{path}: has {booster.num_feature()} features but {FEATURE_SPEC} lists {len(features)}"
-        )
-    names = tuple(booster.feature_name())
-    if not all(_DEFAULT_LGB_NAME.match(n) for n in names) and names != features:
-        raise BundleError(f"{path}: feature names/order differ from {FEATURE_SPEC}")
-
-
-@dataclass(frozen=True, eq=False)
-class Bundle:
-    """A loaded scoring bundle: spec, ONNX session (scoring) and LightGBM booster (explaining)."""
-
-    path: Path
-    spec: dict[str, Any]
-    features: tuple[str, ...]
-    threshold: float
-    session: ort.InferenceSession
-    booster: lgb.Booster
-    threads: int = 2
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], threads: int = 2) -> Bundle:
-        """Open a bundle folder; BundleError names the file when anything is missing or off."""
-        root = Path(path)
-        if not root.is_dir():
-            raise BundleError(f"{root}: no such bundle folder")
-        missing = [name for name in BUNDLE_FILES if not (root / name).is_file()]
-        if not (root / FEATURE_STATE).is_dir():
-            missing.append(FEATURE_STATE + "/")
-        if missing:
-            raise BundleError(f"{root}: incomplete bundle, missing {', '.join(missing)}")
-        spec = _read_spec(root / FEATURE_SPEC)
-        features = tuple(spec["features"])
-        try:
-            session = onnx_session(root / MODEL_ONNX, threads)
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise BundleError(f"{root / MODEL_ONNX}: cannot be loaded ({error})") from error
-        _check_onnx(root / MODEL_ONNX, session, features)
-        try:
-            booster = lgb.Booster(model_file=root / MODEL_TXT)
-        except lgb.basic.LightGBMError as error:
-            raise BundleError(f"{root / MODEL_TXT}: cannot be loaded ({error})") from error
-        _check_booster(root / MODEL_TXT, booster, features)
-        return cls(root, spec, features, float(spec["threshold"]), session, booster, threads)
-
-    @property
-    def state_dir(self) -> Path:
-        """The feature_state/ folder written at export."""
-        return self.path / FEATURE_STATE
-
-    def predict(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
-        """P(fake) per row (ONNX); columns in the order of `features`."""
-        return onnx_predict(self.session, X)
-
-    def contributions(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
-        """LightGBM pred_contrib (n, features + 1; last column the bias) in log-odds."""
-        matrix = np.ascontiguousarray(X, dtype=np.float32)
-        return self.booster.predict(matrix, pred_contrib=True, num_threads=self.threads)

@@ -1,4 +1,5 @@
-"""Tests for training.export: threshold snapping, ONNX parity, and the bundle round trip."""
+"""Tests for training.export (threshold snapping, ONNX parity, writing a bundle) and the
+round trip through serving.bundle."""
 
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from training import export  # noqa: E402
-from training.export import (  # noqa: E402
+from serving.bundle import (  # noqa: E402
     Bundle,
     BundleError,
-    ExportError,
     Parity,
-    booster_to_onnx,
     onnx_predict,
     onnx_session,
+    seal,
+)
+from training import export  # noqa: E402
+from training.export import (  # noqa: E402
+    ExportError,
+    booster_to_onnx,
     parity_check,
     require_parity,
     snap_thresholds,
@@ -195,7 +199,8 @@ def test_bundle_round_trip(
     X, _ = data
     path = _write(booster, X, tmp_path / "bundles" / "v1")
     assert sorted(p.name for p in path.iterdir()) == sorted(
-        ["model.onnx", "model.txt", "feature_state", "feature_spec.json", "train.toml"]
+        ["model.onnx", "model.txt", "feature_state", "feature_spec.json", "train.toml",
+         "parity_sample.npz", "digests.json"]
     )
     assert [p.name for p in (tmp_path / "bundles").iterdir()] == ["v1"]  # no temp folder left
 
@@ -241,6 +246,7 @@ def test_bundle_with_wrong_feature_count_is_refused(
     spec = json.loads(spec_path.read_text())
     spec["features"] = spec["features"][:-1]
     spec_path.write_text(json.dumps(spec))
+    seal(path)  # digests recomputed: the structural check still refuses it
     with pytest.raises(BundleError, match=r"model\.onnx: expects 8 input .* lists 7"):
         Bundle.load(path, threads=THREADS)
 
@@ -253,16 +259,21 @@ def test_bundle_with_reordered_features_is_refused(
     spec = json.loads(spec_path.read_text())
     spec["features"] = list(reversed(spec["features"]))
     spec_path.write_text(json.dumps(spec))
+    seal(path)
     with pytest.raises(BundleError, match="order"):
         Bundle.load(path, threads=THREADS)
 
 
-@pytest.mark.parametrize("name", ["model.txt", "model.onnx", "feature_spec.json", "train.toml"])
+@pytest.mark.parametrize(
+    "name", ["model.txt", "model.onnx", "feature_spec.json", "train.toml", "parity_sample.npz"])
 def test_bundle_with_missing_file_is_refused(
     booster: lgb.Booster, data: tuple[np.ndarray, np.ndarray], tmp_path: Path, name: str
 ) -> None:
     path = _write(booster, data[0], tmp_path / "bundle")
     (path / name).unlink()
+    with pytest.raises(BundleError, match=f"incomplete bundle, missing {name}"):
+        Bundle.load(path, threads=THREADS)
+    seal(path)  # even with digests recomputed, the file is required
     with pytest.raises(BundleError, match=f"missing {name}"):
         Bundle.load(path, threads=THREADS)
 

@@ -2,6 +2,8 @@
 
 Tracking URI: `MLFLOW_TRACKING_URI` if set, else SQLite under the project's `mlflow/` folder.
 Artifacts of a SQLite store sit next to its database file (`artifacts/`). Telemetry is off.
+Serving resolves and downloads bundles through it; training logs, registers and promotes.
+Downloaded bundles are cached once per run and artifact path under `cache_dir()`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,9 +22,13 @@ from typing import Any
 
 import polars as pl
 
+from serving.bundle import FEATURE_SPEC, MODEL_ONNX, seal
+
 PROJECT_MLFLOW_DIR = Path(__file__).resolve().parents[1] / "mlflow"
 EXPERIMENT = "knockoff"
+MODEL_NAME = "knockoff"
 CHAMPION = "champion"
+DEFAULT_MODEL = f"models:/{MODEL_NAME}@{CHAMPION}"  # what scoring uses unless told otherwise
 BUNDLE_ARTIFACT = "bundle"
 BUNDLE_TAG = "bundle_uri"
 PIP_REQUIREMENTS = ["onnxruntime", "onnx", "numpy"]
@@ -128,18 +136,19 @@ def register_bundle(bundle_dir: Path, model_name: str, run_id: str) -> ModelRef:
     import onnx
 
     info = mlflow.onnx.log_model(
-        onnx.load(str(bundle_dir / "model.onnx")),
+        onnx.load(str(bundle_dir / MODEL_ONNX)),
         name="model",
         onnx_execution_providers=["CPUExecutionProvider"],
         pip_requirements=PIP_REQUIREMENTS,
     )
     version = mlflow.register_model(info.model_uri, model_name)
     ref = ModelRef(model_name, str(version.version), run_id)
-    spec_path = bundle_dir / "feature_spec.json"
+    spec_path = bundle_dir / FEATURE_SPEC
     spec = json.loads(spec_path.read_text())
     spec["model_version"] = ref.label
     spec["run_id"] = run_id
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    seal(bundle_dir)  # the spec changed: its digest with it
     mlflow.log_artifacts(str(bundle_dir), artifact_path=BUNDLE_ARTIFACT)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(
@@ -193,26 +202,73 @@ def bundle_location(run_id: str) -> str:
     return uri.removeprefix("file://")
 
 
-def download_bundle(ref: str, dst: Path | None = None) -> tuple[Path, ModelRef | None]:
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
+_PATH_PART = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _run_artifact(ref: str) -> tuple[str, str]:
+    """`runs:/RUN/PATH` as (run id, artifact path), refusing anything that could leave the
+    run's artifacts (`..`, `.`, empty parts, absolute paths, escapes, odd characters)."""
+    run_id, _, path = ref.removeprefix("runs:/").partition("/")
+    parts = path.split("/")
+    if not _RUN_ID.fullmatch(run_id) or not all(
+        _PATH_PART.fullmatch(p) and p not in (".", "..") for p in parts
+    ):
+        raise RegistryError(
+            f"{ref}: not a reference inside a run's artifacts; expected runs:/RUN_ID/PATH with "
+            "plain names (letters, digits, '_', '-', '.'; no '..')"
+        )
+    return run_id, path
+
+
+def cache_dir() -> Path:
+    """Where downloaded bundles are kept: `$KNOCKOFF_CACHE_DIR`, else
+    `$XDG_CACHE_HOME/knockoff`, else `~/.cache/knockoff`."""
+    explicit = os.environ.get("KNOCKOFF_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "knockoff"
+
+
+def _cached_download(mlflow: Any, ref: str, run_id: str, path: str) -> Path:
+    """The run's artifact folder, downloaded once: into a temporary folder next to the cache
+    entry, then renamed into place, so a half-downloaded entry is never seen."""
+    entry = cache_dir() / "bundles" / run_id / path
+    if entry.is_dir():
+        return entry
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=entry.parent))
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                    dst_path=str(tmp))
+        if not Path(local).is_dir():
+            raise RegistryError(f"{ref}: not a bundle folder in the run's artifacts")
+        try:
+            Path(local).rename(entry)
+        except OSError:  # another process published the same entry first: use theirs
+            if not entry.is_dir():
+                raise
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"{ref}: bundle not found ({str(exc).splitlines()[0]})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry
+
+
+def download_bundle(ref: str) -> tuple[Path, ModelRef | None]:
     """A local bundle folder for a model reference: a folder path, `runs:/RUN/bundle`, or a
-    registered version (`models:/knockoff@champion`, `models:/knockoff/3`)."""
+    registered version (`models:/knockoff@champion`, `models:/knockoff/3`). Bundles from the
+    store are downloaded once per run and cached (`cache_dir()`)."""
     if Path(ref).is_dir():
         return Path(ref), None
-    mlflow = _mlflow()
     model: ModelRef | None = None
     if ref.startswith("models:/"):
         model = resolve(ref)
-        uri = f"runs:/{model.run_id}/{BUNDLE_ARTIFACT}"
+        run_id, path = model.run_id, BUNDLE_ARTIFACT
     elif ref.startswith("runs:/"):
-        uri = ref
+        run_id, path = _run_artifact(ref)
     else:
         raise RegistryError(
             f"{ref}: not a bundle folder, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI"
         )
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=None if dst is None else str(dst)
-        )
-    except mlflow.exceptions.MlflowException as exc:
-        raise RegistryError(f"{ref}: bundle not found ({str(exc).splitlines()[0]})") from None
-    return Path(local), model
+    return _cached_download(_mlflow(), ref, run_id, path), model
