@@ -4,7 +4,7 @@ Sections (every ratio is measured within the same run, with interleaved repetiti
 
 1. inference  On one float32 matrix of real features (`--infer-rows` rows of the features of
               `--infer-catalog`, built through the bundle's feature state once and cached in
-              `--data`), LightGBM `predict` vs onnxruntime (`training.export.onnx_session` +
+              `--data`), LightGBM `predict` vs onnxruntime (`serving.bundle.onnx_session` +
               `onnx_predict`, the code the scorer runs) vs lleaves (compiled with llvmlite,
               cached in `--data`), at 1 and 2 threads, for (a) a reference model of 300 trees x
               63 leaves trained without early stopping and (b) the shipped model (`--bundle`,
@@ -17,7 +17,7 @@ Sections (every ratio is measured within the same run, with interleaved repetiti
               precision on the labelled validation rows (the training metric) and against the
               generator's ground truth on every validation row, onnxruntime seconds per 1M rows at
               2 threads on the section-1 matrix, and the seconds of the scorer's reason
-              contributions (`serving.reasons.PathContributions`) per 10k rows. Names the
+              contributions (`serving.explain.PathContributions`) per 10k rows. Names the
               smallest model within `--ap-tolerance` AP of the best.
 3. e2e        `serving.scorer.score_catalog` on a generated catalog of `--rows` rows (seed 0,
               `catalog_<rows>.parquet` in `--data`, shared with bench/features.py), in a fresh
@@ -83,13 +83,11 @@ import polars as pl  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 from onnxmltools.convert.common.data_types import FloatTensorType  # noqa: E402
 
+from serving.bundle import INPUT_NAME, onnx_predict, onnx_session  # noqa: E402
 from training.export import (  # noqa: E402
-    INPUT_NAME,
     TARGET_OPSET,
     booster_to_onnx,
     classifier_to_regressor,
-    onnx_predict,
-    onnx_session,
     snap_thresholds,
 )
 
@@ -613,7 +611,7 @@ def bootstrap_sd(y: NDArray[np.int8], score: NDArray[np.float64], n: int = 200) 
 
 
 def section_size(args: argparse.Namespace, data: Path) -> dict[str, Any]:
-    from serving.reasons import PathContributions
+    from serving.explain import PathContributions
     from training.train import labels, matrix
 
     say(f"\n### 2. model size vs quality  (load {load_average()})")
@@ -639,7 +637,7 @@ def section_size(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         sess = onnx_session(booster_to_onnx(booster, X.shape[1]), args.threads)
         calls[f"onnx {name}"] = functools.partial(onnx_predict, sess, X)
         calls[f"reasons {name}"] = functools.partial(
-            PathContributions.from_booster(booster), X_contrib, args.threads)
+            PathContributions.from_text(booster.model_to_string()), X_contrib, args.threads)
         score_valid = booster.predict(X_valid, num_threads=args.threads)
         rows[name] = {
             "model": name, **model_shape(booster),
@@ -818,7 +816,7 @@ def worker_train(args: argparse.Namespace) -> dict[str, Any]:
 def worker_e2e(args: argparse.Namespace) -> dict[str, Any]:
     """score_catalog with its pieces wrapped by timers (this process only)."""
     import serving.scorer as sc
-    from training.export import Bundle
+    from serving.bundle import Bundle
 
     spent: dict[str, float] = dict.fromkeys(
         ("read_catalog", "aggregates", "inference", "contributions", "reason_words",
@@ -840,7 +838,7 @@ def worker_e2e(args: argparse.Namespace) -> dict[str, Any]:
     sc.top_reasons = timed("reason_words", sc.top_reasons)  # type: ignore[assignment]
     sc.write_frame = timed("write_frame", sc.write_frame)  # type: ignore[assignment]
     Bundle.predict = timed("inference", Bundle.predict)  # type: ignore[method-assign]
-    from serving.reasons import PathContributions
+    from serving.explain import PathContributions
 
     PathContributions.__call__ = timed(  # type: ignore[method-assign]
         "contributions", PathContributions.__call__)
