@@ -62,4 +62,5 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("mlflow")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        mp.setenv("KNOCKOFF_CACHE_DIR", str(folder / "bundle-cache"))  # downloaded bundles
         yield folder
