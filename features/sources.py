@@ -110,7 +110,10 @@ def _scan_jsonl(path: Path) -> pl.LazyFrame:
     """Values as text (lists as lists of text), never retyped by what other rows hold: two
     probe scans flag, row by row, objects or arrays where the contract wants one value and
     anything but an array where it wants a list."""
-    inferred = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
+    try:
+        inferred = dict(pl.scan_ndjson(path, infer_schema_length=None).collect_schema())
+    except pl.exceptions.PolarsError:  # no common type for a column (or a broken line)
+        inferred = _jsonl_keys(path)
     lists = {n for n, t in inferred.items() if isinstance(SCHEMA.get(n, t), pl.List)}
     values = pl.scan_ndjson(path, ignore_errors=True, schema={
         n: pl.List(pl.String()) if n in lists else pl.String() for n in inferred})
@@ -128,6 +131,28 @@ def _scan_jsonl(path: Path) -> pl.LazyFrame:
     unfit += [(pl.col(f"_o_{n}").is_not_null() & pl.col(n).is_null()).alias(UNFIT + n)
               for n in contract_lists]
     return pl.concat([values, probes], how="horizontal").select(pl.col(list(inferred)), *unfit)
+
+
+def _jsonl_keys(path: Path) -> dict[str, pl.DataType]:
+    """Every key of a JSON Lines file, in order of appearance (lists as lists, anything else
+    as text), read with Python's parser when Polars cannot settle on one type per column."""
+    keys: dict[str, pl.DataType] = {}
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise CatalogError(f"{path}: not a readable jsonl file (line {number}: "
+                                   f"{exc.args[0].split(':')[0]})") from None
+            if not isinstance(record, dict):
+                raise CatalogError(f"{path}: not a readable jsonl file (line {number}: "
+                                   "not a JSON object)")
+            for key, value in record.items():
+                if key not in keys or isinstance(value, list):
+                    keys[key] = pl.List(pl.String()) if isinstance(value, list) else pl.String()
+    return keys
 
 
 def check_utf8(path: Path) -> None:

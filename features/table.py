@@ -76,6 +76,7 @@ def _load_state(folder: Path) -> FeatureState:
         return FeatureState.load(folder)
     except StateError:
         raise
-    except (ValueError, KeyError, TypeError, OSError, pl.exceptions.PolarsError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError,
+            pl.exceptions.PolarsError) as exc:
         raise CatalogError(f"{folder}: not a usable feature state ({type(exc).__name__}: "
                            f"{first_line(exc)}); refit it by removing the folder") from None
