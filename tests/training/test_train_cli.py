@@ -49,8 +49,9 @@ def test_train_refuses_a_catalog_with_too_many_rejected_rows(
     store: Path, bad_catalog: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["train", "--catalog", str(bad_catalog), "--config", str(config_file)]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "Traceback" not in err
+    assert "6.1%" in json.loads(out.strip().splitlines()[-1])["error"]
     assert str(bad_catalog) in err and "1300 of 21300 rows (6.1%)" in err
     assert "price must be > 0 (1000); title empty (300)" in err
     assert tracking.champion(FAST.model_name) is None  # nothing was trained or registered
