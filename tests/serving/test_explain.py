@@ -29,7 +29,8 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     X[rng.random(X.shape) < 0.15] = 0.0
     X[np.isnan(X[:, 4]), 4] = 1.0  # one column never missing: missing_type None there
     X[:, 3] = np.round(X[:, 3])  # few distinct values: thresholds sit between them
-    logit = 2 * np.nan_to_num(X[:, 0], nan=1.0) - np.nan_to_num(X[:, 1]) + (X[:, 2] == 0) + X[:, 3]
+    logit = (2 * np.nan_to_num(X[:, 0], nan=1.0) + 3 * np.isnan(X[:, 1]) + (X[:, 2] == 0)
+             + X[:, 3])  # NaN in column 1 alone: a split of NaN from all values, threshold inf
     y = (rng.random(len(X)) < 1 / (1 + np.exp(-np.nan_to_num(logit)))).astype(int)
     return X, y
 
@@ -50,7 +51,8 @@ def _probe(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
                 row[node["split_feature"]] = v
                 extra.append(row)
             stack += [node["left_child"], node["right_child"]]
-    special = np.array([np.nan, 0.0, -0.0, 1e-40, -1e-40, 1e-30], dtype=np.float32)
+    special = np.array([np.nan, 0.0, -0.0, 1e-40, -1e-40, 1e-30, np.inf, -np.inf],
+                       dtype=np.float32)
     for f in range(N_FEATURES):
         for v in special:
             row = X[f].copy()
