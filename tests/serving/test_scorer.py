@@ -19,6 +19,7 @@ from features.outputs import rejects_path
 from features.pipeline import build_features
 from features.registry import FEATURE_COLUMNS
 from knockoff.cli import main
+from serving.bundle import seal
 from serving.reasons import TEMPLATES, phrase, top_reasons
 from serving.scorer import ModelLoadError, Scorer, score_catalog
 from synthetic.generate import generate_catalog
@@ -135,6 +136,7 @@ def test_bundle_whose_spec_does_not_match_its_onnx_is_refused(
     spec = json.loads((broken / "feature_spec.json").read_text())
     spec["features"] = spec["features"][:-1]
     (broken / "feature_spec.json").write_text(json.dumps(spec))
+    seal(broken)  # digests recomputed: the spec/ONNX check still refuses it
     with pytest.raises(ModelLoadError, match="input features"):
         Scorer.load(broken)
     code = main(["score", str(batch), "--out", str(tmp_path / "s.parquet"),
