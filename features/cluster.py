@@ -86,12 +86,14 @@ def publishing_folders(*targets: Path) -> Iterator[tuple[Path, ...]]:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def contract_columns(parts: list[Part]) -> tuple[set[str], set[str]]:
-    """(contract columns present in some file, columns outside the contract)."""
-    names: set[str] = set()
-    for file in dict.fromkeys(p.file for p in parts):
-        names |= set(_open(file).schema_arrow.names)
-    return names & set(SCHEMA), names - set(SCHEMA)
+def contract_columns(parts: list[Part]) -> tuple[set[str], list[str], list[str]]:
+    """(contract columns found in some file, contract columns missing from at least one file,
+    columns outside the contract), as `read_catalog` reports them."""
+    per_file = [set(_open(file).schema_arrow.names) for file in dict.fromkeys(p.file
+                                                                                for p in parts)]
+    names = set().union(*per_file)
+    absent = [c for c in SCHEMA if any(c not in found for found in per_file)]
+    return names & set(SCHEMA), absent, sorted(names - set(SCHEMA))
 
 
 def run_parts(client: Any, batch: ShuffledBatch, task: Callable[..., dict[str, Any]],
@@ -140,7 +142,7 @@ def feature_table_dask(source: str | Path, out: str | Path, *, scheduler: str | 
     with dask_client(scheduler) as client:
         options = {"target_rows": partition_rows} if partition_rows else {}
         batch = shuffled_batch(client, source, state, now, **options)
-        present, extra = contract_columns(batch.parts)
+        present, _, extra = contract_columns(batch.parts)
         keep = ("listing_id", "seller_id", "listed_at", "category") + (
             (LABEL,) if LABEL in present else ())
         targets = (rejects_folder(out), out)
@@ -154,7 +156,7 @@ def feature_table_dask(source: str | Path, out: str | Path, *, scheduler: str | 
         "rows": features + rejected, "features": features, "rejected": rejected,
         "out": str(out), "rejects": str(rejects_folder(out)),
         "state": str(state_path) if state_path is not None else None, "state_fitted": fitted,
-        "ignored_columns": sorted(extra), "nan_as_missing": nan_totals(counts),
+        "ignored_columns": extra, "nan_as_missing": nan_totals(counts),
         "engine": "dask", "partitions": len(batch.parts),
         "seconds": round(time.perf_counter() - started, 2),
     }
