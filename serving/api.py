@@ -22,13 +22,13 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from features.catalog import read_catalog
-from serving import store
+from serving import review, store
 from serving.jobs import ChampionWatch, ServiceSettings, public_message
 
 FORMATS = {"application/vnd.apache.parquet": "parquet", "text/csv": "csv",
            "application/x-ndjson": "jsonl"}
 MEDIA = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
-_CHUNK = 1 << 20
+BATCH_ID = "^[0-9a-f]{32}$"  # uuid4 hex: batch ids are not guessable
 
 
 class Error(BaseModel):
@@ -132,13 +132,13 @@ def create_app(engine: Engine, settings: ServiceSettings,
         return JSONResponse(body, status_code=202 if created else 200,
                             headers={"Location": f"/v1/batches/{batch.id}"})
 
-    @app.get("/v1/batches", response_model=BatchPage, responses=_errors(401, 422))
+    @app.get("/v1/batches", response_model=BatchPage, responses=_errors(401, 404, 422))
     def batches(who: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                after: Annotated[str | None, Query(max_length=64)] = None) -> BatchPage:
+                after: Annotated[str | None, Query(pattern=BATCH_ID)] = None) -> BatchPage:
         try:
             items, cursor = store.list_batches(engine, who, limit, after)
-        except store.StoreError as exc:
-            raise HTTPException(422, str(exc)) from None
+        except store.StoreError as exc:  # a cursor of another platform's: as if unknown
+            raise HTTPException(404, str(exc)) from None
         return BatchPage(items=[_batch_out(b) for b in items], next=cursor)
 
     @app.get("/v1/batches/{batch_id}", response_model=BatchOut, responses=_errors(401, 404))
@@ -160,11 +160,12 @@ def create_app(engine: Engine, settings: ServiceSettings,
                 format: Literal["parquet", "csv"] = "parquet") -> FileResponse:
         return _result_file(settings, owned(batch_id, who), "scores.rejects", format)
 
-    @app.get("/v1/notices", response_model=NoticePage, responses=_errors(401))
+    @app.get("/v1/notices", response_model=NoticePage, responses=_errors(401, 404))
     def notices(who: Auth, after: Annotated[str | None, Query(max_length=64)] = None
                 ) -> NoticePage:
-        return NoticePage(items=[], next=None)  # decisions arrive with the officers' console
+        return NoticePage(**review.notice_page(engine, who, after))
 
+    app.include_router(review.router(engine, settings.data_dir))
     return app
 
 
