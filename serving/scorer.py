@@ -7,6 +7,7 @@ result is the same as scoring the catalog in one piece."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from features.aggregates import BatchAggregates, batch_aggregates
-from features.catalog import CatalogError, read_catalog
+from features.catalog import Catalog, CatalogError, read_catalog
 from features.contract import REJECTS_SCHEMA, SCORED_SCHEMA
 from features.outputs import (
     output_format,
@@ -29,7 +30,7 @@ from features.outputs import (
     rejects_path,
     write_frame,
 )
-from features.pipeline import build_features
+from features.pipeline import ID_COLUMNS, build_features
 from features.registry import FEATURE_COLUMNS
 from features.state import FeatureState
 from serving import tracking
@@ -38,6 +39,15 @@ from serving.explain import PathContributions
 from serving.reasons import top_reasons
 from serving.timing import Clock
 from serving.tracking import DEFAULT_MODEL
+from serving.variants import (
+    SCHEMA_COLUMN,
+    VARIANTS_DIR,
+    SchemaPlan,
+    Variants,
+    plan_catalog,
+    plan_rows,
+    split_scores,
+)
 
 CHUNK_ROWS = 100_000  # rows per streaming batch (Polars' morsel size while scoring)
 
@@ -54,6 +64,7 @@ class Scorer:
     state: FeatureState
     model_version: str
     explain: PathContributions
+    variants: Variants | None = None  # the bundle's schema variants (serving.variants)
 
     @classmethod
     def load(cls, ref: str = DEFAULT_MODEL, threads: int = 2) -> Scorer:
@@ -71,7 +82,28 @@ class Scorer:
                 f"features ({len(bundle.features)} vs {len(FEATURE_COLUMNS)}); retrain it"
             )
         version = model.label if model else bundle.spec.get("model_version") or "unregistered"
-        return cls(bundle, state, str(version), PathContributions.from_trees(bundle.trees))
+        explain = PathContributions.from_trees(bundle.trees)
+        try:
+            variants = (Variants.load(bundle, explain)
+                        if (bundle.path / VARIANTS_DIR).is_dir() else None)
+        except BundleError as exc:
+            raise ModelLoadError(str(exc)) from None
+        return cls(bundle, state, str(version), explain, variants)
+
+    def with_variant(self, key: str) -> Scorer:
+        """This scorer with the schema variant `key`'s model and threshold only."""
+        assert self.variants is not None
+        variant = self.variants.get(key)
+        return dataclasses.replace(self, bundle=variant.bundle, explain=variant.explain,
+                                   variants=None)
+
+    def plan(self, catalog: Catalog) -> SchemaPlan | None:
+        """The catalog's rows prepared for the variant of each file (None: no variants)."""
+        return plan_catalog(catalog, self.variants) if self.variants else None
+
+    def _keep(self, rows: pl.LazyFrame) -> tuple[str, ...]:
+        has_schema = SCHEMA_COLUMN in rows.collect_schema().names()
+        return ID_COLUMNS + ((SCHEMA_COLUMN,) if has_schema else ())
 
     @property
     def threshold(self) -> float:
@@ -81,7 +113,11 @@ class Scorer:
                        seconds: dict[str, float] | None = None) -> pl.DataFrame:
         """Scores for a feature table (ids + FEATURE_COLUMNS): the contract's output columns
         plus `reason_features` (which features each reason comes from). `seconds`, if given,
-        accumulates the time spent in inference, reasons and assembling the output."""
+        accumulates the time spent in inference, reasons and assembling the output. Rows
+        carrying a schema variant's key (`SchemaPlan.rows`) are scored by that variant."""
+        if self.variants is not None and SCHEMA_COLUMN in features.columns:
+            return split_scores(features, lambda key, part: self.with_variant(key)
+                                .score_features(part, explain, seconds))
         clock = Clock(seconds)
         X = features.select(FEATURE_COLUMNS).to_numpy().astype(np.float32, copy=False)
         try:
@@ -111,10 +147,12 @@ class Scorer:
         self, rows: pl.LazyFrame, *, aggregates: BatchAggregates | None = None,
         explain: bool = True,
     ) -> pl.DataFrame:
-        """Score validated catalog rows (one batch, in memory)."""
-        features = build_features(rows, self.state, aggregates=aggregates).collect(
-            engine="in-memory"
-        )
+        """Score validated catalog rows (one batch, in memory; with schema variants, by the
+        one that fits the columns null on every row)."""
+        if self.variants is not None and aggregates is None:
+            rows = plan_rows(rows, self.variants).rows
+        features = build_features(rows, self.state, aggregates=aggregates,
+                                  keep=self._keep(rows)).collect(engine="in-memory")
         return self.score_features(features, explain)
 
     def scored(
@@ -141,7 +179,8 @@ class Scorer:
                 return batch
 
         schema = {**SCORED_SCHEMA, **({"reasons": pl.String} if reasons_as_text else {})}
-        return build_features(rows, self.state, aggregates=aggregates).map_batches(
+        return build_features(rows, self.state, aggregates=aggregates,
+                              keep=self._keep(rows)).map_batches(
             score_batch, schema=schema, streamable=True)
 
 
@@ -177,7 +216,10 @@ def score_catalog(
     clock.lap("load_model")
     catalog = read_catalog(source, currency=scorer.state.currency)
     clock.lap("read_catalog")  # the first pass: row count and duplicate ids
-    aggregates = batch_aggregates(catalog.rows, scorer.state)
+    plan = scorer.plan(catalog)
+    rows = plan.rows if plan else catalog.rows
+    clock.lap("schema")
+    aggregates = batch_aggregates(rows, scorer.state)
     total = int(aggregates.sellers["seller_listings"].sum())
     clock.lap("aggregates")
 
@@ -195,7 +237,7 @@ def score_catalog(
     # complete, rejects first: whoever finds the scores finds their rejects beside them.
     with publishing(rejects_path(out), out) as (rejects_tmp, out_tmp), bar:
         with pl.Config(streaming_chunk_size=chunk_rows):
-            query = scorer.scored(catalog.rows, aggregates, reasons_as_text=fmt == "csv",
+            query = scorer.scored(rows, aggregates, reasons_as_text=fmt == "csv",
                                   on_batch=count, seconds=seconds)
             if fmt == "csv":
                 query.sink_csv(out_tmp, engine="streaming")
@@ -220,5 +262,6 @@ def score_catalog(
         "ignored_columns": list(catalog.extra_columns),
         "absent_columns": list(catalog.absent_columns),
         "nan_as_missing": catalog.nan_as_missing,
+        **(plan.summary() if plan else {}),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }

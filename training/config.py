@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from features.registry import OPTIONAL_INPUTS
+
+# the optional input groups (features.registry.OPTIONAL_INPUTS), in their declared order
+OPTIONAL_GROUP_NAMES: tuple[str, ...] = tuple(group for group, _ in OPTIONAL_INPUTS)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,13 @@ class TrainConfig:
     after_sale_mask_share: float = 0.5
     optional_mask_share: float = 0.05
     all_optional_mask_share: float = 0.05  # rows with every optional input hidden at once
+    # schema variants: one extra model per entry, trained with those optional input groups
+    # absent (training.variants); scoring picks the one that fits a batch's columns. Default:
+    # the platform schema without contact, images, description and list price, and required-only
+    schema_variants: tuple[tuple[str, ...], ...] = (
+        ("images", "seller_contact_hash", "description", "list_price"),
+        OPTIONAL_GROUP_NAMES,
+    )
     # early stopping uses the newest share of the training window's labelled rows (the
     # validation window stays untouched by model selection), then the model is refitted on all
     early_stopping_share: float = 0.2
@@ -48,7 +61,10 @@ class TrainConfig:
     model_name: str = "knockoff"
 
     def __post_init__(self) -> None:
-        problems = []
+        # TOML gives lists: keep the frozen config hashable and comparable
+        object.__setattr__(self, "schema_variants",
+                           tuple(tuple(v) for v in self.schema_variants))
+        problems = _schema_problems(self.schema_variants)
         if self.valid_days < 1:
             problems.append("valid_days must be >= 1")
         if self.label_delay_days < 0:
@@ -110,6 +126,8 @@ class TrainConfig:
         for key, value in asdict(self).items():
             if isinstance(value, str):
                 lines.append(f'{key} = "{value}"')
+            elif isinstance(value, tuple):
+                lines.append(f"{key} = {json.dumps(value)}")
             elif isinstance(value, bool):
                 lines.append(f"{key} = {str(value).lower()}")
             else:
@@ -118,3 +136,16 @@ class TrainConfig:
 
     def params(self) -> dict[str, object]:
         return asdict(self)
+
+
+def _schema_problems(variants: tuple[tuple[str, ...], ...]) -> list[str]:
+    """Each schema variant names known optional groups, at least one, each variant once."""
+    problems = []
+    for groups in variants:
+        unknown = sorted(set(groups) - set(OPTIONAL_GROUP_NAMES))
+        if unknown or not groups:
+            problems.append(f"schema_variants: {list(groups)} must name optional input groups "
+                            f"({', '.join(OPTIONAL_GROUP_NAMES)})")
+    if len({frozenset(g) for g in variants}) != len(variants):
+        problems.append("schema_variants: a variant is listed twice")
+    return problems

@@ -266,7 +266,8 @@ def _spec(names: list[str], threshold: float, extra: Mapping[str, Any],
 
 
 def _publish(out: Path, files: Mapping[str, bytes], sample: Mapping[str, NDArray[np.generic]],
-             write_state: Callable[[Path], None], threads: int) -> None:
+             write_state: Callable[[Path], None], threads: int,
+             write_extra: Callable[[Path], None] | None = None) -> None:
     """Write the files, the feature state and the parity sample into a hidden temporary folder
     next to `out`, seal it with digests, load it back as a check, then rename it to `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +278,8 @@ def _publish(out: Path, files: Mapping[str, bytes], sample: Mapping[str, NDArray
         np.savez(tmp / PARITY_SAMPLE, **sample)
         (tmp / FEATURE_STATE).mkdir()
         write_state(tmp / FEATURE_STATE)
+        if write_extra is not None:  # e.g. schema variants, sealed with the rest
+            write_extra(tmp)
         seal(tmp)
         Bundle.load(tmp, threads=threads)
         tmp.chmod(0o755)  # mkdtemp makes it 0700
@@ -297,6 +300,7 @@ def write_bundle(
     config_text: str,
     spec_extra: Mapping[str, Any],
     threads: int = 2,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a scoring bundle to out_dir (which must not exist) and return its path.
 
@@ -306,7 +310,8 @@ def write_bundle(
     sample of X_check with LightGBM's scores and the sha256 of every file, both checked at
     every load. Everything is written into a hidden temporary folder next to out_dir, loaded
     back as a check, and renamed into place at the end, so a failure never leaves a half
-    bundle.
+    bundle. `write_extra(folder)`, if given, adds files (e.g. the schema variants of
+    `training.variants`) before the digests are written.
     """
     out = Path(out_dir)
     X = np.ascontiguousarray(X_check, dtype=np.float32)
@@ -331,5 +336,5 @@ def write_bundle(
         FEATURE_SPEC: _spec(names, threshold, extra, parity).encode(),
         TRAIN_TOML: config_text.encode(),
     }
-    _publish(out, files, _parity_sample(X, reference), write_state, threads)
+    _publish(out, files, _parity_sample(X, reference), write_state, threads, write_extra)
     return out

@@ -42,6 +42,7 @@ from training.evaluate import PRIMARY
 from training.export import write_bundle
 from training.promote import decide_promotion, score_champion
 from training.report import TrainResult, log_evaluation, log_outcome, model_card, run_tags
+from training.variants import VariantModel, fit_variants, variants_writer
 
 
 def git_commit() -> str:
@@ -130,23 +131,29 @@ def fit_models(prepared: Prepared, config: TrainConfig, progress: bool = True) -
 
 
 def export_bundle(folder: Path, prepared: Prepared, booster: lgb.Booster,
-                  evaluation: RunEvaluation, config: TrainConfig, commit: str) -> Path:
+                  evaluation: RunEvaluation, config: TrainConfig, commit: str,
+                  variants: tuple[VariantModel, ...] = ()) -> Path:
     """The export step: the ONNX bundle in `folder/bundle` (checked against LightGBM on the
-    validation rows), with the threshold, windows and validation metrics in its spec."""
+    validation rows), with the threshold, windows and validation metrics in its spec, and
+    its schema variants in `variants/`."""
     windows = prepared.windows
+    identity = {
+        "model_name": config.model_name, "git_commit": commit,
+        "train_window": {"start": windows.train_start, "end": windows.train_end},
+        "valid_window": {"start": windows.valid_start, "end": windows.valid_end},
+        "currency": config.currency,
+    }
     return write_bundle(
         folder / "bundle", booster, FEATURE_COLUMNS, evaluation.threshold.threshold,
         matrix(prepared.valid_labelled), write_state=prepared.state.save,
         config_text=config.to_toml(),
         spec_extra={
-            "model_name": config.model_name, "git_commit": commit,
-            "train_window": {"start": windows.train_start, "end": windows.train_end},
-            "valid_window": {"start": windows.valid_start, "end": windows.valid_end},
-            "currency": config.currency, "threshold_rule": evaluation.threshold.rule,
+            **identity, "threshold_rule": evaluation.threshold.rule,
             "metrics": {k: (v if v == v else None)  # NaN: undefined here
                         for k, v in evaluation.model.metrics.items()},
         },
         threads=config.threads,
+        write_extra=variants_writer(variants, prepared, config, identity),
     )
 
 
@@ -174,6 +181,8 @@ def train(
         prepared = prepare(catalog_path, config, valid_from)
     with _step(clock, "fit"):
         models = fit_models(prepared, config, progress)
+    with _step(clock, "variants"):
+        variants = fit_variants(catalog_path, prepared, config, fit_final_lightgbm, progress)
     with _step(clock, "evaluate"):
         other = holdout_features(holdout, prepared.state, config) if holdout else None
         evaluation = evaluate_models(prepared.valid, models.booster, models.logistic, config,
@@ -184,7 +193,7 @@ def train(
         log_evaluation(evaluation, models.booster, matrix(prepared.valid_labelled), config)
         with tempfile.TemporaryDirectory() as tmp, clock.stage("export"):
             folder = export_bundle(Path(tmp), prepared, models.booster, evaluation, config,
-                                   commit)
+                                   commit, variants)
             ref = tracking.register_bundle(folder, config.model_name, run_id)
         champion = score_champion(config.model_name, prepared.valid_rows,
                                   prepared.windows.valid_start, config)
