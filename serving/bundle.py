@@ -10,6 +10,8 @@ Layout (written by `training.export.write_bundle`)::
     train.toml          the training config as given
     parity_sample.npz   a few validation feature rows (X, float32) and LightGBM's scores (score)
     digests.json        the sha256 of every other file, feature_state/ included
+    reference.parquet   drift reference: decile cuts and bin shares of every feature and the
+                        score on the training window (`serving.drift`; absent in older bundles)
 
 `Bundle.load` refuses (BundleError naming the file) a bundle whose files do not match their
 digests, that lacks digests (written before bundles were verified), or whose ONNX model does
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
+import polars as pl
 from numpy.typing import NDArray
 
 from serving.explain import ModelTextError, Trees
@@ -43,6 +46,7 @@ FEATURE_SPEC = "feature_spec.json"
 TRAIN_TOML = "train.toml"
 PARITY_SAMPLE = "parity_sample.npz"
 DIGESTS = "digests.json"
+REFERENCE = "reference.parquet"  # optional: bundles exported before drift was measured lack it
 BUNDLE_FILES: tuple[str, ...] = (MODEL_ONNX, MODEL_TXT, FEATURE_SPEC, TRAIN_TOML, PARITY_SAMPLE)
 
 # 1: TreeEnsembleClassifier, "probabilities" [N, 2]; 2: regressor + Sigmoid, [N, 1];
@@ -307,7 +311,7 @@ def _check_trees(path: Path, trees: Trees, features: tuple[str, ...]) -> None:
         raise BundleError(f"{path}: feature names/order differ from {FEATURE_SPEC}")
 
 
-def _check_parity_sample(root: Path, session: ort.InferenceSession, threshold: float) -> None:
+def check_parity_sample(root: Path, session: ort.InferenceSession, threshold: float) -> None:
     """The ONNX model must give the sample's rows the scores LightGBM gave them at export."""
     path = root / PARITY_SAMPLE
     try:
@@ -370,7 +374,7 @@ class Bundle:
             raise BundleError(f"{root / MODEL_TXT}: cannot be loaded ({error})") from error
         _check_trees(root / MODEL_TXT, trees, features)
         threshold = float(spec["threshold"])
-        _check_parity_sample(root, session, threshold)
+        check_parity_sample(root, session, threshold)
         return cls(root, spec, features, threshold, session, trees, threads)
 
     @property
@@ -388,6 +392,17 @@ class Bundle:
                               f"scores outside 0..1 or NaN (e.g. {scores[bad][0]}); nothing is "
                               "written from such a model")
         return scores
+
+    @cached_property
+    def reference(self) -> pl.DataFrame | None:
+        """The drift reference (`serving.drift.reference_table`), None if the bundle has none."""
+        path = self.path / REFERENCE
+        if not path.is_file():
+            return None
+        try:
+            return pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as error:
+            raise BundleError(f"{path}: unreadable ({error})") from error
 
     @cached_property
     def booster(self) -> lgb.Booster:
