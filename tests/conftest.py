@@ -56,11 +56,19 @@ def make_listings():
     return listings
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bundle_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Downloaded bundles go to a temp folder, not ~/.cache/knockoff (subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("bundle-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KNOCKOFF_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A real MLflow store (SQLite + artifacts) in a temp folder, one per test module."""
     folder = tmp_path_factory.mktemp("mlflow")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        mp.setenv("KNOCKOFF_CACHE_DIR", str(folder / "bundle-cache"))  # downloaded bundles
         yield folder
