@@ -75,8 +75,8 @@ def without(source: Path, target: Path, groups: tuple[str, ...]) -> Path:
 
 def train_bundle(catalog: Path, out: Path, config: TrainConfig,
                  champion: Path | None = None) -> tuple[Path, tuple[VariantModel, ...]]:
-    """The training steps without MLflow; `champion`: also export the bundle without its
-    variants there."""
+    """The training steps without MLflow, the bundle exported into `out/bundle`; `champion`:
+    also export it without its variants into `champion/bundle`."""
     prepared = prepare(catalog, config, None)
     models = fit_models(prepared, config, progress=False)
     evaluation = evaluate_models(prepared.valid, models.booster, models.logistic, config)
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         schema_variants=sparse), champion=work / "champion")
     seconds = {"served_and_variants": time.perf_counter() - start,
                **{v.key: v.seconds for v in variants}}
-    served, champion = Scorer.load(str(served_path)), Scorer.load(str(work / "champion"))
+    served = Scorer.load(str(served_path))
+    champion = Scorer.load(str(work / "champion" / "bundle"))
     rows = []
     for i, (name, groups) in enumerate(MATRIX.items()):
         part = without(batch, work / f"batch_{i}.parquet", groups)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         subset_path, _ = train_bundle(subset_catalog, work / f"subset_{i}",
                                       TrainConfig(schema_variants=()))
         subset = Scorer.load(str(subset_path))
-        row = {"subset": name}
+        row: dict[str, object] = {"columns": name}
         for label, scorer in (("served", served), ("subset", subset), ("champion", champion)):
             row[label] = quality(scorer, part, truth, work / "scores.parquet")
         rows.append(row)
@@ -153,7 +154,7 @@ def print_table(rows: list[dict[str, object]], seconds: dict[str, float]) -> Non
         cells = [f"{q['ap']:.3f} / {q['precision']:.2f} / {q['recall']:.2f}"  # type: ignore[index]
                  for q in (served, subset, champion)]
         gap = served["ap"] - subset["ap"]  # type: ignore[index]
-        print(f"| {row['subset']} | {cells[0]} (`{served['schema']}`) | {cells[1]} | "  # type: ignore[index]
+        print(f"| {row['columns']} | {cells[0]} (`{served['schema']}`) | {cells[1]} | "  # type: ignore[index]
               f"{cells[2]} | {gap:+.3f} |")
     print("\ntraining seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
 

@@ -76,16 +76,17 @@ def variant_features(
 
 
 def fit_variant(train: pl.DataFrame, valid: pl.DataFrame, absent: tuple[str, ...],
-                config: TrainConfig, fit: FitFunction, progress: bool) -> VariantModel:
-    """Fit one variant and choose its threshold on its own labelled validation rows."""
-    start = time.perf_counter()
+                config: TrainConfig, fit: FitFunction, progress: bool,
+                started: float) -> VariantModel:
+    """Fit one variant and choose its threshold on its own labelled validation rows
+    (`started`: when its step began, by `time.perf_counter`)."""
     booster = fit(train, config, progress)
     X = matrix(valid)
     scores = booster.predict(X, num_threads=config.threads)
     y = labels(valid)
     threshold = choose_threshold(y, scores, config.target_precision)
     ap = float(average_precision_score(y, scores))
-    return VariantModel(absent, booster, threshold, X, ap, time.perf_counter() - start)
+    return VariantModel(absent, booster, threshold, X, ap, time.perf_counter() - started)
 
 
 def fit_variants(catalog_path: str | Path, prepared: Prepared, config: TrainConfig,
@@ -100,10 +101,10 @@ def fit_variants(catalog_path: str | Path, prepared: Prepared, config: TrainConf
     for absent in config.schema_variants:
         start = time.perf_counter()
         train, valid = variant_features(train_rows, valid_rows, prepared.state, absent, config)
-        model = fit_variant(train, valid, absent, config, fit, progress)
+        model = fit_variant(train, valid, absent, config, fit, progress, start)
         print(f"knockoff train: variant {model.key}: average precision "
               f"{model.average_precision:.3f}, threshold {model.threshold.threshold:.4f}, "
-              f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+              f"{model.seconds:.1f} s", file=sys.stderr, flush=True)
         fitted.append(model)
     return tuple(fitted)
 
