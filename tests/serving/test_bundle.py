@@ -180,6 +180,27 @@ def test_cli_refuses_a_tampered_bundle_with_exit_2_and_no_traceback(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("tamper", "named"), [
+    (lambda b: _edit_onnx(b / MODEL_ONNX, base=math.nan), "model.onnx: content differs"),
+    (lambda b: (b / FEATURE_SPEC).write_text(
+        (b / FEATURE_SPEC).read_text().replace('"threshold": 0.5', '"threshold": 0.01')),
+     "feature_spec.json: content differs"),
+    (lambda b: (b / "feature_state" / "prices.parquet").unlink(),
+     "incomplete bundle, missing feature_state/prices.parquet"),
+    (lambda b: (b / DIGESTS).unlink(), "no digests.json"),
+], ids=["nan_base", "threshold", "state_file", "no_digests"])
+def test_cli_refuses_every_tampered_bundle_with_exit_2(
+    bundle: Path, catalog: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tamper,
+    named: str,
+) -> None:
+    tamper(bundle)
+    out = tmp_path / "scores.parquet"
+    assert main(["score", str(catalog), "--out", str(out), "--model", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- references, cache
 
 
