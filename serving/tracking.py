@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from serving.bundle import FEATURE_SPEC, MODEL_ONNX, seal
+from serving.bundle import FEATURE_SPEC, MODEL_ONNX, BundleError, seal, verify_digests
 
 PROJECT_MLFLOW_DIR = Path(__file__).resolve().parents[1] / "mlflow"
 EXPERIMENT = "knockoff"
@@ -232,10 +232,17 @@ def cache_dir() -> Path:
 
 def _cached_download(mlflow: Any, ref: str, run_id: str, path: str) -> Path:
     """The run's artifact folder, downloaded once: into a temporary folder next to the cache
-    entry, then renamed into place, so a half-downloaded entry is never seen."""
+    entry, then renamed into place, so a half-downloaded entry is never seen. An entry whose
+    files no longer match their digests is downloaded again."""
     entry = cache_dir() / "bundles" / run_id / path
     if entry.is_dir():
-        return entry
+        try:
+            verify_digests(entry)
+            return entry
+        except BundleError:  # damaged in the cache: set it aside, download it again
+            stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=entry.parent))
+            entry.rename(stale / "entry")
+            shutil.rmtree(stale, ignore_errors=True)
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=entry.parent))
     try:

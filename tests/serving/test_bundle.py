@@ -230,6 +230,17 @@ def test_a_registered_bundle_is_resealed_and_downloaded_once(
     assert again == folder
 
 
+def test_a_damaged_cache_entry_is_downloaded_again(registered: tracking.ModelRef) -> None:
+    folder, _ = tracking.download_bundle(f"runs:/{registered.run_id}/bundle")
+    (folder / "train.toml").write_text("edited in the cache")
+    (folder / "feature_state" / "state.json").unlink()
+    again, _ = tracking.download_bundle(f"runs:/{registered.run_id}/bundle")
+    assert again == folder
+    assert (again / "train.toml").read_text() == "[train]\n"
+    assert Bundle.load(again, threads=THREADS).spec["run_id"] == registered.run_id
+    assert [p.name for p in folder.parent.iterdir()] == ["bundle"]  # nothing set aside is left
+
+
 def test_a_half_download_is_never_used(
     registered: tracking.ModelRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
