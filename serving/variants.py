@@ -7,7 +7,8 @@ digests). A schema is the set of optional input groups (`features.registry.OPTIO
 that are absent; its key names them (`full`, `required_only`, `no_description+list_price`).
 
 Scoring picks, per file of a batch, the variant whose schema is the largest subset of the
-columns the file has (a column is absent when the file lacks it or it is null on every row),
+columns the file has (a column is absent when the file lacks it or it is null on every row; the
+after-sale columns, null for every listing younger than 30 days, only when the file lacks them),
 nulls the inputs that variant was trained without (so features, aggregates included, are
 computed as in its training), and scores each row with its file's variant. With every optional
 column present the main model scores, exactly as a bundle without variants does.
@@ -37,6 +38,9 @@ REQUIRED_ONLY = "required_only"
 
 GROUPS: tuple[str, ...] = tuple(group for group, _ in OPTIONAL_INPUTS)
 GROUP_COLUMNS: dict[str, tuple[str, ...]] = dict(OPTIONAL_INPUTS)
+# null for every listing younger than 30 days, i.e. on every row of a batch of new listings,
+# which the main model is trained for: absent only when a file does not have the columns
+ROW_LEVEL_GROUPS: tuple[str, ...] = ("after_sale",)
 _DTYPES = {c.name: c.dtype for c in LISTING_COLUMNS}
 
 
@@ -124,19 +128,27 @@ class Variants:
         return min(fitting, key=lambda v: (len(v.absent), v.key))
 
 
+_ROW_LEVEL = frozenset(absent_columns(ROW_LEVEL_GROUPS))
+
+
 def file_schemas(files: tuple[Path, ...], fmt: str) -> list[frozenset[str]]:
-    """The optional groups each file cannot feed (a column missing or null on every row), in
-    one streaming pass over the optional columns of every file."""
+    """The optional groups each file cannot feed (a column missing, or null on every row
+    outside ROW_LEVEL_GROUPS), in one streaming pass over the optional columns of every file."""
     optional = absent_columns(GROUPS)
-    scans = [typed(scan_file(f, fmt), f, i, ()).select(
-        pl.col(c).is_not_null().any() for c in optional) for i, f in enumerate(files)]
-    found = pl.collect_all(scans, engine="streaming")
-    return [absent_groups(c for c in optional if not frame[c].item()) for frame in found]
+    scans = [scan_file(f, fmt) for f in files]
+    sent = [set(lf.collect_schema().names()) for lf in scans]
+    found = pl.collect_all([typed(lf, f, i, ()).select(
+        pl.col(c).is_not_null().any() for c in optional)
+        for i, (f, lf) in enumerate(zip(files, scans, strict=True))], engine="streaming")
+    return [absent_groups(c for c in optional if c not in names
+                          or (c not in _ROW_LEVEL and not frame[c].item()))
+            for names, frame in zip(sent, found, strict=True)]
 
 
 def rows_schema(rows: pl.LazyFrame) -> frozenset[str]:
-    """The optional groups validated rows cannot feed (columns null on every row)."""
-    optional = absent_columns(GROUPS)
+    """The optional groups validated rows cannot feed (columns null on every row, outside
+    ROW_LEVEL_GROUPS: rows in memory do not say which columns their file had)."""
+    optional = [c for c in absent_columns(GROUPS) if c not in _ROW_LEVEL]
     found = rows.select(pl.col(c).is_not_null().any() for c in optional).collect()
     return absent_groups(c for c in optional if not found[c].item())
 

@@ -103,6 +103,24 @@ def test_a_file_missing_groups_is_scored_by_its_variant(world: World, served: Sc
     assert_frame_equal(in_memory, scores, check_dtypes=False)
 
 
+def test_after_sale_columns_are_absent_only_when_the_file_lacks_them(
+        world: World, served: Scorer, tmp_path: Path) -> None:
+    """A batch of listings younger than 30 days has no sales history on any row: the main
+    model is trained for that; a file without the columns gets the required-only variant."""
+    after_sale = list(absent_columns(("after_sale",)))
+    frame = pl.read_parquet(world.batch)
+    new = tmp_path / "new.parquet"
+    frame.with_columns(pl.lit(None, pl.Int64).alias(c) for c in after_sale).write_parquet(new)
+    summary, _ = _score(served, new, tmp_path / "new_scores.parquet")
+    assert summary["schema"] == FULL
+    rows = read_catalog(new, currency=served.state.currency).rows
+    assert_frame_equal(served.score(rows), served.with_variant(FULL).score(rows))
+    lacking = tmp_path / "lacking.parquet"
+    frame.drop(after_sale).write_parquet(lacking)
+    summary, _ = _score(served, lacking, tmp_path / "lacking_scores.parquet")
+    assert summary["schema"] == REQUIRED_ONLY
+
+
 def test_full_schema_scores_are_those_of_the_bundle_without_variants(
         world: World, served: Scorer, tmp_path: Path) -> None:
     summary, with_variants = _score(served, world.batch, tmp_path / "a.parquet")

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from synthetic.generate import generate_catalog
 from training.compare import evaluate_models
-from training.config import TrainConfig
+from training.config import OPTIONAL_GROUP_NAMES, TrainConfig
 from training.dataset import Prepared, prepare
 from training.train import export_bundle, fit_final_lightgbm, fit_models
 from training.variants import VariantModel, fit_variants
 
 SPARSE = ("images", "seller_contact_hash", "description", "list_price")  # issue 12's platform
 NO_CONTACT = ("seller_contact_hash",)
-CONFIG = TrainConfig(threads=2, schema_variants=(SPARSE, NO_CONTACT))
+CONFIG = TrainConfig(threads=2, schema_variants=(SPARSE, NO_CONTACT, OPTIONAL_GROUP_NAMES))
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ def test_variant_features_are_those_of_a_catalog_without_its_columns(
 
 
 def test_each_variant_is_exported_with_its_own_threshold_and_parity(world: World) -> None:
-    assert {v.key for v in world.variants} == {schema_key(SPARSE), schema_key(NO_CONTACT)}
+    assert {v.key for v in world.variants} == {schema_key(SPARSE), schema_key(NO_CONTACT),
+                                               schema_key(OPTIONAL_GROUP_NAMES)}
     for model in world.variants:
         folder = world.served / VARIANTS_DIR / model.key
         bundle = Bundle.load(folder)
@@ -85,7 +86,7 @@ def test_each_variant_is_exported_with_its_own_threshold_and_parity(world: World
         assert bundle.threshold == own.threshold == model.threshold.threshold
     thresholds = {Bundle.load(world.served).threshold, *(v.threshold.threshold
                                                          for v in world.variants)}
-    assert len(thresholds) == 3
+    assert len(thresholds) == 4
 
 
 def test_variant_files_are_sealed_by_the_main_bundle(world: World, tmp_path: Path) -> None:
