@@ -90,6 +90,8 @@ class Trees:
         if len(names) != int(header.get("max_feature_idx", "-2")) + 1:
             raise ModelTextError("feature_names does not match max_feature_idx")
         trees = [_read_tree(block) for block in blocks]
+        if max(int(t["column"].max(initial=0)) for t in trees) >= len(names):
+            raise ModelTextError("a split reads a feature beyond max_feature_idx")
         sizes = np.array([len(t["value"]) for t in trees], dtype=np.int64)
         roots = np.cumsum(sizes) - sizes
         for tree, root in zip(trees, roots, strict=True):

@@ -147,5 +147,9 @@ def test_unreadable_model_text_is_refused_with_the_reason() -> None:
     broken = text.replace("left_child=", "left_child=0 ", 1)
     with pytest.raises(ModelTextError, match="'left_child' has"):
         Trees.from_text(broken)
+    start = text.index("split_feature=") + len("split_feature=")
+    beyond = text[:start] + str(N_FEATURES) + text[text.index(" ", start):]  # the first split
+    with pytest.raises(ModelTextError, match="beyond max_feature_idx"):
+        Trees.from_text(beyond)
     with pytest.raises(ValueError, match="columns"):
         Trees.from_text(text).leaves(X[:, :2])
