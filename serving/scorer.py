@@ -92,7 +92,8 @@ class Scorer:
 
     def with_variant(self, key: str) -> Scorer:
         """This scorer with the schema variant `key`'s model and threshold only."""
-        assert self.variants is not None
+        if self.variants is None:
+            raise ModelLoadError(f"{self.bundle.path}: the bundle has no schema variants")
         variant = self.variants.get(key)
         return dataclasses.replace(self, bundle=variant.bundle, explain=variant.explain,
                                    variants=None)
