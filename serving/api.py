@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
-from features.catalog import read_catalog
+from features.sources import scan_file
 from serving import review, store
 from serving.jobs import ChampionWatch, ServiceSettings, public_message
 
@@ -187,7 +187,7 @@ async def _submit(engine: Engine, settings: ServiceSettings, request: Request,
     try:
         folder.mkdir(parents=True)
         digest = await _receive(request, upload, settings.upload_limit)
-        await run_in_threadpool(_check_catalog, upload, folder)
+        await run_in_threadpool(_check_catalog, upload, fmt, folder)
         batch, created = await run_in_threadpool(
             store.create_batch, engine, who, batch_id, fmt,
             str(upload.relative_to(settings.data_dir)), digest, key, settings.max_queued)
@@ -217,10 +217,11 @@ async def _receive(request: Request, path: Path, limit: int) -> str:
     return digest.hexdigest()
 
 
-def _check_catalog(upload: Path, folder: Path) -> None:
-    """The CLI's validation of the whole file (columns, format, encoding) before answering."""
+def _check_catalog(upload: Path, fmt: str, folder: Path) -> None:
+    """The CLI's schema check (readable file of its format, UTF-8, required columns) before
+    answering, in bounded memory; what only a full read finds fails the batch later."""
     try:
-        read_catalog(upload)
+        scan_file(upload, fmt)
     except (Exception, pl.exceptions.PanicException) as exc:
         raise HTTPException(422, public_message(exc, folder)) from None
 

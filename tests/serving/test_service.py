@@ -334,3 +334,17 @@ def test_the_api_answers_as_its_schema_says_and_never_500(service: Server,
                                    excluded_checks=[positive_data_acceptance] if upload else [])
 
         answers_as_documented()
+
+
+def test_a_whole_batch_error_found_while_scoring_fails_the_batch(
+        service: Server, keys: dict[str, str], batch_file: Path) -> None:
+    frame = pl.read_parquet(batch_file).head(300).with_columns(price=pl.lit(True))
+    answer = submit(service, keys["alpha"], _parquet(frame))  # the schema check passes it
+    assert answer.status_code == 202
+    failed = wait_done(service, keys["alpha"], answer.json()["batch_id"])
+    assert failed["status"] == "failed" and failed["finished_at"] is not None
+    assert failed["error"].startswith("upload.parquet:") and "price" in failed["error"]
+    assert "/batches/" not in failed["error"]  # no server paths
+    scores = httpx.get(f"{service.url}/v1/batches/{failed['batch_id']}/scores",
+                       headers=auth(keys["alpha"]))
+    assert scores.status_code == 409 and "failed" in scores.json()["detail"]
