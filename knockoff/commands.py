@@ -74,7 +74,13 @@ def cmd_features(args: argparse.Namespace) -> None:
 
     print(f"knockoff features: validating {args.input} and building its features "
           "(streaming; a few seconds per million listings) ...", file=sys.stderr, flush=True)
-    summary = feature_table(args.input, args.out, state_dir=args.state, fmt=args.format)
+    if _engine(args) == "dask":
+        from features.cluster import feature_table_dask
+
+        summary = feature_table_dask(args.input, args.out, scheduler=args.scheduler,
+                                     state_dir=args.state, partition_rows=args.partition_rows)
+    else:
+        summary = feature_table(args.input, args.out, state_dir=args.state, fmt=args.format)
     print(f"knockoff features: {summary['features']} rows -> {summary['out']}, "
           f"{summary['rejected']} rejected -> {summary['rejects']}", file=sys.stderr)
     print_summary(summary)
@@ -89,9 +95,37 @@ def _config(path: str | None) -> TrainConfig:
         raise UserError(str(exc)) from None
 
 
+def _engine(args: argparse.Namespace) -> str:
+    """The engine asked for, its options checked: --scheduler and --partition-rows only with
+    --engine dask, which writes Parquet part files only."""
+    if args.engine != "dask":
+        if args.scheduler or args.partition_rows:
+            raise UserError("--scheduler and --partition-rows need --engine dask")
+    elif getattr(args, "format", None) == "csv":
+        raise UserError("--engine dask writes a folder of Parquet parts; --format csv is "
+                        "for --engine local")
+    return str(args.engine)
+
+
+def _train(args: argparse.Namespace, config: TrainConfig) -> Any:
+    """`training.train.train` with LightGBM fitted locally or on the Dask cluster."""
+    from training.train import train
+
+    options = {"valid_from": args.valid_from, "holdout": args.holdout,
+               "progress": sys.stderr.isatty()}
+    if _engine(args) == "local":
+        return train(args.catalog, config, **options)
+    from features.cluster import dask_client
+    from training.distributed import dask_fit_step
+
+    with dask_client(args.scheduler) as client:
+        return train(args.catalog, config, fit_step=dask_fit_step(client), engine="dask",
+                     **options)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from training.split import SplitError
-    from training.train import TrainError, train
+    from training.train import TrainError
 
     config = _config(args.config)
     if args.max_reject_share is not None:
@@ -100,8 +134,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise UserError(f"--max-reject-share: {exc}") from None
     try:
-        result = train(args.catalog, config, valid_from=args.valid_from,
-                       holdout=args.holdout, progress=sys.stderr.isatty())
+        result = _train(args, config)
     except (SplitError, TrainError) as exc:
         raise UserError(str(exc)) from None
     print(f"knockoff train: {args.catalog}: {result.input.describe()}", file=sys.stderr)
@@ -136,9 +169,16 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     model = args.model or DEFAULT_MODEL
     try:
-        summary = score_catalog(args.input, args.out, model=model, fmt=args.format,
-                                chunk_rows=args.chunk_rows, threads=args.threads,
-                                progress=sys.stderr.isatty())
+        if _engine(args) == "dask":
+            from serving.distributed import score_catalog_dask
+
+            summary = score_catalog_dask(args.input, args.out, model=model,
+                                         scheduler=args.scheduler, threads=args.threads,
+                                         partition_rows=args.partition_rows)
+        else:
+            summary = score_catalog(args.input, args.out, model=model, fmt=args.format,
+                                    chunk_rows=args.chunk_rows, threads=args.threads,
+                                    progress=sys.stderr.isatty())
     except ModelLoadError as exc:
         raise UserError(f"cannot load model {model}: {exc}") from None
     absent = [c for c in summary["absent_columns"] if c != "is_counterfeit"]  # type: ignore[attr-defined]
@@ -179,6 +219,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "dask"], default="local",
+                   help="local: this machine (default); dask: the partitions on a Dask cluster "
+                   "(--out is then a folder of part-*.parquet, rejects in OUT.rejects/)")
+    p.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. "
+                   "tcp://10.0.0.5:8786 (default with --engine dask: 2 local worker processes)")
+    p.add_argument("--partition-rows", type=_count, metavar="N", help="rows per Dask partition, "
+                   "whole Parquet row groups (default 1000000)")
+
+
 def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], None], summary: str,
                 example: str) -> argparse.ArgumentParser:
     """A subcommand whose help starts with `summary` and ends with `example`."""
@@ -212,6 +262,7 @@ def _add_generate(sub: Any) -> None:
 def _add_features(sub: Any) -> None:
     p = add_command(sub, "features", cmd_features, "validate a catalog and write its feature table",
                     "knockoff features catalog.parquet --out features.parquet --state state/")
+    _add_engine(p)
     p.add_argument("input", metavar="INPUT", help="catalog file or folder (.parquet, .csv, .jsonl)")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="output .parquet or .csv; rejects go next to it")
@@ -224,6 +275,7 @@ def _add_features(sub: Any) -> None:
 def _add_train(sub: Any) -> None:
     p = add_command(sub, "train", cmd_train, "train, evaluate, track in MLflow, register, export "
                     "ONNX", "knockoff train --catalog catalog.parquet --holdout later.parquet")
+    _add_engine(p)
     p.add_argument("--catalog", required=True, metavar="PATH",
                    help="labelled catalog file or folder")
     p.add_argument("--valid-from", type=_date, metavar="DATE", help="first day of the validation "
@@ -253,6 +305,7 @@ def _add_tune(sub: Any) -> None:
 def _add_score(sub: Any) -> None:
     p = add_command(sub, "score", cmd_score, "score a catalog batch with the ONNX model",
                     "knockoff score batch.parquet --out scores.parquet --model models:/knockoff/3")
+    _add_engine(p)
     p.add_argument("input", metavar="INPUT", help="catalog file or folder (.parquet, .csv, .jsonl)")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="scores .parquet or .csv; rejects go next to it")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,6 +122,9 @@ class Models:
     logistic: Pipeline
 
 
+FitStep = Callable[[Prepared, TrainConfig, bool], Models]  # fit_models or another engine's
+
+
 def fit_models(prepared: Prepared, config: TrainConfig, progress: bool = True) -> Models:
     """The fit step: LightGBM (early stopping inside the training window, then a refit on all
     of it) and the logistic baseline, both on the training window's labelled rows."""
@@ -172,6 +175,8 @@ def train(
     valid_from: datetime | None = None,
     holdout: str | Path | None = None,
     progress: bool = True,
+    fit_step: FitStep | None = None,
+    engine: str = "local",
 ) -> TrainResult:
     """The whole training run; see the module docstring. `holdout`: another catalog (e.g. a
     later one, another seed) on which model and baselines are evaluated too."""
@@ -180,7 +185,7 @@ def train(
     with _step(clock, "features"):
         prepared = prepare(catalog_path, config, valid_from)
     with _step(clock, "fit"):
-        models = fit_models(prepared, config, progress)
+        models = (fit_step or fit_models)(prepared, config, progress)
     with _step(clock, "variants"):
         variants = fit_variants(catalog_path, prepared, config, fit_final_lightgbm, progress)
     with _step(clock, "evaluate"):
@@ -188,7 +193,8 @@ def train(
         evaluation = evaluate_models(prepared.valid, models.booster, models.logistic, config,
                                      holdout=other)
     commit = git_commit()
-    tags = run_tags(catalog_path, prepared, evaluation, models.booster, holdout, commit)
+    tags = {**run_tags(catalog_path, prepared, evaluation, models.booster, holdout, commit),
+            "engine": engine}
     with _step(clock, "mlflow"), tracking.start_run("train", config.params(), tags) as run_id:
         log_evaluation(evaluation, models.booster, matrix(prepared.valid_labelled), config)
         with tempfile.TemporaryDirectory() as tmp, clock.stage("export"):
