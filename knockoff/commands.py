@@ -1,6 +1,7 @@
-"""The data subcommands: generate, features, train, tune, score and demo (the service's are in
-service_commands.py). Each pair is a `cmd_*` function (parse nothing, call one library function,
-print its summary) and an `_add_*` function declaring its options, description and example."""
+"""The data subcommands: generate, features, train, tune, score, drift and demo (the service's
+are in service_commands.py). Each pair is a `cmd_*` function (parse nothing, call one library
+function, print its summary) and an `_add_*` function declaring its options, description and
+example."""
 
 from __future__ import annotations
 
@@ -191,6 +192,35 @@ def cmd_score(args: argparse.Namespace) -> None:
     print_summary(summary)
 
 
+def cmd_drift(args: argparse.Namespace) -> None:
+    from serving import tracking
+    from serving.drift import DriftError, catalog_drift
+    from serving.scorer import ModelLoadError, Scorer
+
+    model = args.model or tracking.DEFAULT_MODEL
+    try:
+        scorer = Scorer.load(model, threads=args.threads)
+        report = catalog_drift(args.input, scorer, threshold=args.threshold)
+    except ModelLoadError as exc:
+        raise UserError(f"cannot load model {model}: {exc}") from None
+    except DriftError as exc:
+        raise UserError(str(exc)) from None
+    summary = {**report.summary(), "model_version": scorer.model_version}
+    if args.log:
+        summary["drift_run_id"] = tracking.log_drift(
+            report.metrics(), {"batch": str(args.input), "threshold": args.threshold},
+            f"drift-{Path(args.input).stem}-{datetime.now(UTC):%Y%m%d-%H%M}",
+            scorer.model_version)
+    if report.warning:
+        print(f"knockoff drift: warning: {args.input} has drifted from {scorer.model_version}'s "
+              f"training window (PSI > {args.threshold}): {report.describe()}; drifted "
+              f"features: {', '.join(report.drifted) or 'none'}", file=sys.stderr)
+    else:
+        print(f"knockoff drift: {args.input}: no PSI above {args.threshold}; "
+              f"{report.describe()}", file=sys.stderr)
+    print_summary(summary)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from knockoff.demo import run_demo
 
@@ -319,6 +349,32 @@ def _add_score(sub: Any) -> None:
                    help="onnxruntime threads (default 2)")
 
 
+def _share(text: str) -> float:
+    """A positive number (a PSI threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _add_drift(sub: Any) -> None:
+    p = add_command(sub, "drift", cmd_drift, "population stability (PSI) of a batch's features "
+                    "and scores against the model's training window",
+                    "knockoff drift batch.parquet --model models:/knockoff/3 --log")
+    p.add_argument("input", metavar="INPUT", help="catalog file or folder (.parquet, .csv, .jsonl)")
+    p.add_argument("--model", metavar="REF", help="bundle folder, runs:/RUN/bundle or "
+                   "models:/NAME@ALIAS or models:/NAME/VERSION (default: the registered champion)")
+    p.add_argument("--threshold", type=_share, default=0.2, metavar="PSI",
+                   help="warn when the score's or any feature's PSI is above this (default 0.2)")
+    p.add_argument("--log", action="store_true", help="log the measurement to MLflow (a run of "
+                   "the knockoff-drift experiment, and tags on the model version)")
+    p.add_argument("--threads", type=_count, default=2, metavar="N",
+                   help="onnxruntime threads (default 2)")
+
+
 def _add_demo(sub: Any) -> None:
     p = add_command(sub, "demo", cmd_demo, "the whole loop on synthetic data: generate, train, "
                     "score, show flags with reasons",
@@ -333,5 +389,6 @@ def _add_demo(sub: Any) -> None:
 
 def add_commands(sub: Any) -> None:
     """Declare the data subcommands, in the order `knockoff --help` lists them."""
-    for add in (_add_generate, _add_features, _add_train, _add_tune, _add_score, _add_demo):
+    for add in (_add_generate, _add_features, _add_train, _add_tune, _add_score, _add_drift,
+                _add_demo):
         add(sub)

@@ -14,24 +14,40 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from serving.bundle import FEATURE_SPEC, MODEL_ONNX, BundleError, seal, verify_digests
+from serving.bundle import (
+    FEATURE_SPEC,
+    INPUT_NAME,
+    MODEL_ONNX,
+    OUTPUT_NAME,
+    PARITY_SAMPLE,
+    BundleError,
+    seal,
+    verify_digests,
+)
 
 PROJECT_MLFLOW_DIR = Path(__file__).resolve().parents[1] / "mlflow"
 EXPERIMENT = "knockoff"
 MODEL_NAME = "knockoff"
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # the newest registered model, until it is promoted
+DRIFT_EXPERIMENT = "knockoff-drift"
 DEFAULT_MODEL = f"models:/{MODEL_NAME}@{CHAMPION}"  # what scoring uses unless told otherwise
 BUNDLE_ARTIFACT = "bundle"
 BUNDLE_TAG = "bundle_uri"
 PIP_REQUIREMENTS = ["onnxruntime", "onnx", "numpy"]
+INPUT_EXAMPLE_ROWS = 5
+DESCRIPTION_LIMIT = 5000  # characters the registry stores in a model version's description
 
 
 class RegistryError(LookupError):
@@ -113,6 +129,36 @@ def log_metrics(metrics: Mapping[str, float], prefix: str = "") -> None:
     mlflow.log_metrics(finite)
 
 
+def log_curves(curves: Mapping[str, Sequence[float]]) -> None:
+    """Per-iteration values (e.g. LightGBM's evaluation log) as metrics with their step, so the
+    MLflow UI draws them as curves; NaN values are skipped."""
+    mlflow = _mlflow()
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [Metric(name, float(v), now, step) for name, values in curves.items()
+              for step, v in enumerate(values) if v == v]
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    for start in range(0, len(points), 1000):  # the store's limit per batch
+        client.log_batch(run_id, metrics=points[start : start + 1000])
+
+
+def log_dataset(frame: pl.DataFrame, source: str | Path, name: str, digest: str,
+                targets: str, context: str = "training") -> None:
+    """`frame` (e.g. the training rows) as the run's MLflow dataset input: its schema, row
+    count, `targets` column, `digest` (the catalog fingerprint) and the file it came from."""
+    mlflow = _mlflow()
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():  # a local path fits two equivalent source kinds
+        warnings.simplefilter("ignore", UserWarning)
+        where = resolve_dataset_source(Path(source).resolve().as_uri())
+    dataset = mlflow.data.from_polars(frame, source=where, targets=targets, name=name,
+                                      digest=digest)
+    mlflow.log_input(dataset, context=context)
+
+
 def log_figure(figure: Any, name: str) -> None:
     _mlflow().log_figure(figure, name)
 
@@ -135,16 +181,21 @@ def register_bundle(bundle_dir: Path, model_name: str, run_id: str) -> ModelRef:
     mlflow = _mlflow()
     import onnx
 
+    spec_path = bundle_dir / FEATURE_SPEC
+    spec = json.loads(spec_path.read_text())
+    example = _input_example(bundle_dir)
     info = mlflow.onnx.log_model(
         onnx.load(str(bundle_dir / MODEL_ONNX)),
         name="model",
         onnx_execution_providers=["CPUExecutionProvider"],
         pip_requirements=PIP_REQUIREMENTS,
+        signature=mlflow.models.infer_signature(
+            example, {OUTPUT_NAME: np.zeros((1, 1), dtype=np.float32)}),
+        input_example=example,
+        metadata={"features": spec["features"], "threshold": spec["threshold"]},
     )
     version = mlflow.register_model(info.model_uri, model_name)
     ref = ModelRef(model_name, str(version.version), run_id)
-    spec_path = bundle_dir / FEATURE_SPEC
-    spec = json.loads(spec_path.read_text())
     spec["model_version"] = ref.label
     spec["run_id"] = run_id
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
@@ -154,7 +205,22 @@ def register_bundle(bundle_dir: Path, model_name: str, run_id: str) -> ModelRef:
     client.set_model_version_tag(
         model_name, ref.version, BUNDLE_TAG, f"runs:/{run_id}/{BUNDLE_ARTIFACT}"
     )
+    client.set_registered_model_alias(model_name, CHALLENGER, ref.version)
     return ref
+
+
+def _input_example(bundle_dir: Path) -> dict[str, np.ndarray]:
+    """A few rows of the bundle's parity sample (validation rows, features in the model's
+    order, NaN = missing) as the ONNX model's input example."""
+    with np.load(bundle_dir / PARITY_SAMPLE, allow_pickle=False) as sample:
+        return {INPUT_NAME: sample["X"][:INPUT_EXAMPLE_ROWS]}
+
+
+def _alias_version(client: Any, model_name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except _mlflow().exceptions.MlflowException:
+        return None
 
 
 def champion(model_name: str) -> ModelRef | None:
@@ -168,8 +234,23 @@ def champion(model_name: str) -> ModelRef | None:
     return ModelRef(model_name, str(version.version), version.run_id)
 
 
-def promote(ref: ModelRef) -> None:
-    _mlflow().MlflowClient().set_registered_model_alias(ref.name, CHAMPION, ref.version)
+def record_decision(ref: ModelRef, promoted: bool, reason: str, card: str) -> None:
+    """The promotion decision in the registry and the run: `champion` moves to the version when
+    promoted (and `challenger` leaves it), the reason as a version and run tag, the model card
+    as the version's description (cut to what the registry stores, pointing at the full card)."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    if promoted:
+        client.set_registered_model_alias(ref.name, CHAMPION, ref.version)
+        if _alias_version(client, ref.name, CHALLENGER) == ref.version:
+            client.delete_registered_model_alias(ref.name, CHALLENGER)
+    for key, value in (("promoted", str(promoted).lower()), ("promotion_reason", reason)):
+        client.set_model_version_tag(ref.name, ref.version, key, value)
+    if len(card) > DESCRIPTION_LIMIT:
+        more = f"\n\n(cut here; the whole card: runs:/{ref.run_id}/model_card.md)"
+        card = card[: DESCRIPTION_LIMIT - len(more)] + more
+    client.update_model_version(ref.name, ref.version, description=card)
+    mlflow.set_tags({"promoted": str(promoted).lower(), "promotion_reason": reason})
 
 
 def set_run_tags(tags: Mapping[str, object]) -> None:
@@ -189,6 +270,13 @@ def resolve(ref: str) -> ModelRef:
             name, number = body.rsplit("/", 1)
             version = client.get_model_version(name, number)
     except (ValueError, mlflow.exceptions.MlflowException) as exc:
+        if body == f"{MODEL_NAME}@{CHAMPION}":
+            raise RegistryError(
+                f"{ref}: there is no champion model yet in {tracking_uri()}: a trained model "
+                "becomes champion only when it beats the logistic baseline (and the current "
+                "champion); train one with `knockoff train`, or name a version with --model "
+                f"models:/{MODEL_NAME}/N"
+            ) from None
         raise RegistryError(
             f"{ref}: no such registered model version in {tracking_uri()} "
             f"({str(exc).splitlines()[0]}); train one with `knockoff train` first"
@@ -279,3 +367,20 @@ def download_bundle(ref: str) -> tuple[Path, ModelRef | None]:
             f"{ref}: not a bundle folder, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI"
         )
     return _cached_download(_mlflow(), ref, run_id, path), model
+
+
+def log_drift(metrics: Mapping[str, float], tags: Mapping[str, object], run_name: str,
+              model_version: str) -> str:
+    """A batch's drift as a run of the `knockoff-drift` experiment tagged with the model
+    version and, for a registered version (`knockoff/3`), as tags on that version (the latest
+    measurement and its run)."""
+    with start_run(run_name, {}, {**tags, "model_version": model_version},
+                   experiment=DRIFT_EXPERIMENT) as run_id:
+        log_metrics(metrics)
+    name, _, version = model_version.rpartition("/")
+    if name and version.isdigit():
+        client = _mlflow().MlflowClient()
+        for key in ("score_psi", "max_feature_psi"):
+            client.set_model_version_tag(name, version, f"drift_{key}", f"{metrics[key]:.4f}")
+        client.set_model_version_tag(name, version, "drift_run", run_id)
+    return run_id

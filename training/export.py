@@ -10,6 +10,7 @@ which changes no LightGBM prediction on float32 inputs and makes both agree to ~
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import numpy as np
 import onnx
 import onnxmltools
 import onnxruntime as ort
+import polars as pl
 from numpy.typing import NDArray
 from onnxmltools.convert.common.data_types import FloatTensorType
 
@@ -38,6 +40,7 @@ from serving.bundle import (
     ONNX_FEATURES_KEY,
     OUTPUT_NAME,
     PARITY_SAMPLE,
+    REFERENCE,
     TRAIN_TOML,
     Bundle,
     Parity,
@@ -301,6 +304,7 @@ def write_bundle(
     spec_extra: Mapping[str, Any],
     threads: int = 2,
     write_extra: Callable[[Path], None] | None = None,
+    drift_reference: pl.DataFrame | None = None,
 ) -> Path:
     """Write a scoring bundle to out_dir (which must not exist) and return its path.
 
@@ -311,7 +315,8 @@ def write_bundle(
     every load. Everything is written into a hidden temporary folder next to out_dir, loaded
     back as a check, and renamed into place at the end, so a failure never leaves a half
     bundle. `write_extra(folder)`, if given, adds files (e.g. the schema variants of
-    `training.variants`) before the digests are written.
+    `training.variants`) before the digests are written. `drift_reference` (the reference of
+    `serving.drift.reference_table`) is written as reference.parquet.
     """
     out = Path(out_dir)
     X = np.ascontiguousarray(X_check, dtype=np.float32)
@@ -336,5 +341,9 @@ def write_bundle(
         FEATURE_SPEC: _spec(names, threshold, extra, parity).encode(),
         TRAIN_TOML: config_text.encode(),
     }
+    if drift_reference is not None:
+        buffer = io.BytesIO()
+        drift_reference.write_parquet(buffer)
+        files[REFERENCE] = buffer.getvalue()
     _publish(out, files, _parity_sample(X, reference), write_state, threads, write_extra)
     return out

@@ -1,6 +1,8 @@
-"""The promotion decision: a new model becomes `champion` only when it beats the current champion
-on the same validation window. The champion is re-scored there by the serving scorer with its
-own bundle (its own feature state and ONNX model), exactly as it scores batches."""
+"""The promotion decision. Every trained model is registered as the `challenger`; it becomes
+`champion` only when it beats the logistic baseline on its own validation window and, when
+there is a champion, the champion on the same window. The champion is re-scored there by the
+serving scorer with its own bundle (its own feature state and ONNX model), exactly as it scores
+batches. A registry without a champion promotes a first model only if it beats logistic."""
 
 from __future__ import annotations
 
@@ -57,20 +59,32 @@ def score_champion(
     return ChampionScore(before.label, metric, trained_until <= valid_start)
 
 
-def decide_promotion(metric: float, champion: ChampionScore | None) -> Promotion:
-    """Promote when there is no champion, or when the new model's PRIMARY `metric` beats the
-    champion's on the same window and the champion never trained on that window."""
-    if champion is None:
-        return Promotion(True, "promoted to `champion` (no champion before)", None)
-    if not champion.comparable:
+def decide_promotion(metric: float, champion: ChampionScore | None, *,
+                     logistic: float) -> Promotion:
+    """Promote when the new model's PRIMARY `metric` beats the `logistic` baseline's on its own
+    validation window and, if there is a champion, the champion's on the same window (a
+    champion trained on rows of that window cannot be compared: no promotion). NaN (undefined)
+    never beats anything."""
+    against = (f"{format_metric(metric)} average precision against the logistic baseline's "
+               f"{format_metric(logistic)} on its validation window")
+    if champion is not None and not champion.comparable:
         return Promotion(False, (
             f"not promoted: champion {champion.label} was trained on rows inside this "
             "validation window, so the comparison would favour it; compare both on a later "
             "window"), champion)
-    if metric > champion.metric:
-        return Promotion(True, (
-            f"promoted to `champion`: beat {champion.label} ({format_metric(champion.metric)} "
-            "average precision on this validation window)"), champion)
-    return Promotion(False, (
-        f"not promoted: champion {champion.label} has {format_metric(champion.metric)} average "
-        "precision on this window"), champion)
+    if champion is not None and not metric > champion.metric:
+        return Promotion(False, (
+            f"not promoted: champion {champion.label} has {format_metric(champion.metric)} "
+            f"average precision on this window, the challenger {format_metric(metric)}"),
+            champion)
+    if not metric > logistic:
+        first = "; there is still no champion" if champion is None else ""
+        return Promotion(False, f"not promoted: does not beat the logistic baseline ({against})"
+                         + first, champion)
+    if champion is None:
+        return Promotion(True, f"promoted to `champion` (no champion before): beat the logistic "
+                         f"baseline ({against})", None)
+    return Promotion(True, (
+        f"promoted to `champion`: beat {champion.label} ({format_metric(champion.metric)} "
+        f"average precision on this validation window) and the logistic baseline ({against})"),
+        champion)

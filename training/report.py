@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
+from sklearn.metrics import average_precision_score
 
+from features.contract import LABEL
 from features.registry import FEATURE_COLUMNS
 from serving import tracking
 from training.compare import MODEL, Comparison, RunEvaluation
 from training.config import TrainConfig
-from training.dataset import InputReport, Prepared
+from training.dataset import InputReport, Prepared, labels, matrix
 from training.evaluate import PRIMARY, Evaluation, Gain, format_metric
 from training.plots import (
     calibration_figure,
@@ -144,12 +148,50 @@ def _log_figures(valid: Comparison, booster: lgb.Booster, X_valid: NDArray[np.fl
     tracking.log_table(importance, "feature_importance.csv")
 
 
-def log_outcome(card: str, model_version: str, promotion: Promotion) -> None:
-    """The model card and the registry outcome, as the run's last artifacts and tags."""
+def log_outcome(card: str, ref: tracking.ModelRef, promotion: Promotion) -> None:
+    """The model card and the promotion decision, as the run's last artifact and tags, and in
+    the registry (aliases, the version's tags and description); the reason on stderr."""
     tracking.log_text(card, "model_card.md")
     before = promotion.champion
-    tracking.set_run_tags({"model_version": model_version, "promoted": promotion.promoted,
+    tracking.set_run_tags({"model_version": ref.label,
                            "champion_before": before.label if before else "none"})
+    tracking.record_decision(ref, promotion.promoted, promotion.reason, card)
+    print(f"knockoff train: {ref.label} {promotion.reason}", file=sys.stderr, flush=True)
+
+
+def run_name(catalog: str | Path, now: datetime | None = None) -> str:
+    """A run name a data scientist can scan: `lgbm-<catalog stem>-<UTC date and time>`."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M")
+    return f"lgbm-{Path(catalog).stem}-{stamp}"
+
+
+def log_training_data(prepared: Prepared, catalog: str | Path) -> None:
+    """The labelled training rows (ids, label, features) as the run's MLflow dataset input,
+    with the catalog as source and its fingerprint as digest."""
+    tracking.log_dataset(prepared.train, catalog, name=f"{Path(catalog).stem}-train",
+                         digest=prepared.fingerprint, targets=LABEL)
+
+
+def training_curves(booster: lgb.Booster, prepared: Prepared) -> dict[str, list[float]]:
+    """Per-iteration curves of the final model: log loss on the training rows it learnt from
+    and on the validation window's labelled rows, and validation average precision (each
+    tree's raw scores summed in order: one pass per tree, not one model per iteration)."""
+    curves: dict[str, list[float]] = {}
+    for name, frame in (("train", prepared.train), ("valid", prepared.valid_labelled)):
+        X, y = matrix(frame), labels(frame)
+        raw = np.zeros(len(X))
+        losses, precisions = [], []
+        for i in range(booster.current_iteration()):
+            raw += booster.predict(X, raw_score=True, start_iteration=i, num_iteration=1,
+                                   num_threads=2)
+            p = np.clip(1.0 / (1.0 + np.exp(-raw)), 1e-15, 1 - 1e-15)
+            losses.append(float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))))
+            if name == "valid":
+                precisions.append(float(average_precision_score(y, raw)))
+        curves[f"curve_{name}_logloss"] = losses
+        if precisions:
+            curves["curve_valid_average_precision"] = precisions
+    return curves
 
 
 def category_table(by_name: dict[str, Evaluation]) -> pl.DataFrame:

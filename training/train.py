@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from features.contract import LABEL
 from features.registry import FEATURE_COLUMNS, MONOTONE
 from serving import tracking
+from serving.drift import reference_table
 from serving.timing import Clock
 from training.baselines import fit_logistic
 from training.compare import RunEvaluation, evaluate_models
@@ -41,7 +42,16 @@ from training.dataset import (
 from training.evaluate import PRIMARY
 from training.export import write_bundle
 from training.promote import decide_promotion, score_champion
-from training.report import TrainResult, log_evaluation, log_outcome, model_card, run_tags
+from training.report import (
+    TrainResult,
+    log_evaluation,
+    log_outcome,
+    log_training_data,
+    model_card,
+    run_name,
+    run_tags,
+    training_curves,
+)
 from training.variants import VariantModel, fit_variants, variants_writer
 
 
@@ -156,6 +166,8 @@ def export_bundle(folder: Path, prepared: Prepared, booster: lgb.Booster,
                         for k, v in evaluation.model.metrics.items()},
         },
         threads=config.threads,
+        drift_reference=reference_table(prepared.valid.select(FEATURE_COLUMNS), booster.predict(
+            matrix(prepared.valid), num_threads=config.threads)),
         write_extra=variants_writer(variants, prepared, config, identity),
     )
 
@@ -179,11 +191,24 @@ def train(
     engine: str = "local",
 ) -> TrainResult:
     """The whole training run; see the module docstring. `holdout`: another catalog (e.g. a
-    later one, another seed) on which model and baselines are evaluated too."""
+    later one, another seed) on which model and baselines are evaluated too. The MLflow run
+    opens first, so its duration is the training's and it ends FAILED if a step raises."""
     config = config or TrainConfig()
+    with tracking.start_run(run_name(catalog_path), config.params(),
+                            {"catalog": str(catalog_path)}) as run_id:
+        return _train_steps(run_id, catalog_path, config, valid_from, holdout, progress,
+                            fit_step, engine)
+
+
+def _train_steps(run_id: str, catalog_path: str | Path, config: TrainConfig,
+                 valid_from: datetime | None, holdout: str | Path | None,
+                 progress: bool, fit_step: FitStep | None = None,
+                 engine: str = "local") -> TrainResult:
+    """`train`'s steps, in order, inside its MLflow run."""
     clock = Clock()
     with _step(clock, "features"):
         prepared = prepare(catalog_path, config, valid_from)
+    log_training_data(prepared, catalog_path)
     with _step(clock, "fit"):
         models = (fit_step or fit_models)(prepared, config, progress)
     with _step(clock, "variants"):
@@ -195,7 +220,9 @@ def train(
     commit = git_commit()
     tags = {**run_tags(catalog_path, prepared, evaluation, models.booster, holdout, commit),
             "engine": engine}
-    with _step(clock, "mlflow"), tracking.start_run("train", config.params(), tags) as run_id:
+    with _step(clock, "mlflow"):
+        tracking.set_run_tags(tags)
+        tracking.log_curves(training_curves(models.booster, prepared))
         log_evaluation(evaluation, models.booster, matrix(prepared.valid_labelled), config)
         with tempfile.TemporaryDirectory() as tmp, clock.stage("export"):
             folder = export_bundle(Path(tmp), prepared, models.booster, evaluation, config,
@@ -203,11 +230,11 @@ def train(
             ref = tracking.register_bundle(folder, config.model_name, run_id)
         champion = score_champion(config.model_name, prepared.valid_rows,
                                   prepared.windows.valid_start, config)
-        promotion = decide_promotion(evaluation.model.metrics[PRIMARY], champion)
-        if promotion.promoted:
-            tracking.promote(ref)
+        promotion = decide_promotion(evaluation.model.metrics[PRIMARY], champion,
+                                     logistic=evaluation.comparisons["valid"].evaluations[
+                                         "logistic"].metrics[PRIMARY])
         log_outcome(model_card(config, prepared, evaluation, ref.label, promotion, holdout),
-                    ref.label, promotion)
+                    ref, promotion)
         bundle = tracking.bundle_location(run_id)
     return TrainResult.of(run_id, ref.label, evaluation, promotion, bundle, clock.seconds,
                           prepared.input)

@@ -81,25 +81,27 @@ def test_evaluate_step_measures_model_and_baselines_on_the_same_labelled_rows(fi
 
 
 def test_promotion_without_a_champion() -> None:
-    decision = decide_promotion(0.5, None)
+    decision = decide_promotion(0.5, None, logistic=0.4)
     assert decision.promoted and decision.champion is None
     assert "no champion before" in decision.reason
 
 
 def test_promotion_only_on_a_strictly_better_comparable_metric() -> None:
     champion = ChampionScore("knockoff/3", 0.70, comparable=True)
-    better = decide_promotion(0.71, champion)
+    better = decide_promotion(0.71, champion, logistic=0.5)
     assert better.promoted and "beat knockoff/3 (0.700" in better.reason
     for metric in (0.70, 0.69, math.nan):
-        worse = decide_promotion(metric, champion)
+        worse = decide_promotion(metric, champion, logistic=0.5)
         assert not worse.promoted and "knockoff/3 has 0.700" in worse.reason
     assert worse.champion == champion
-    undefined = decide_promotion(0.9, ChampionScore("knockoff/3", math.nan, comparable=True))
+    undefined = decide_promotion(0.9, ChampionScore("knockoff/3", math.nan, comparable=True),
+                                 logistic=0.5)
     assert not undefined.promoted and "n/a" in undefined.reason
 
 
 def test_no_promotion_over_a_champion_trained_on_this_window() -> None:
-    decision = decide_promotion(0.99, ChampionScore("knockoff/2", 0.10, comparable=False))
+    decision = decide_promotion(0.99, ChampionScore("knockoff/2", 0.10, comparable=False),
+                                logistic=0.5)
     assert not decision.promoted
     assert "knockoff/2 was trained on rows inside this validation window" in decision.reason
 

@@ -38,8 +38,9 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(store: Path, catalog: Path) -> list[TrainResult]:
-    """Weak model first (champion: there is none), then a real one (beats it), then weak again
-    (does not beat the real one)."""
+    """Weak model first (loses to the logistic baseline: not promoted, though there is no
+    champion), then a real one (beats logistic: first champion), then weak again (beats
+    neither)."""
     return [train(catalog, config, progress=False) for config in (WEAK, FAST, WEAK)]
 
 
@@ -107,8 +108,13 @@ def test_model_beats_both_baselines(runs: list[TrainResult]) -> None:
 
 def test_champion_moves_only_on_improvement(runs: list[TrainResult]) -> None:
     weak, real, weak_again = runs
-    assert weak.promoted and weak.champion_before is None
-    assert real.promoted and real.champion_before == weak.model_version
+    # the contract's rule: a first model is promoted only if it beats the logistic baseline
+    assert weak.metrics["average_precision"] < weak.baselines["logistic"]["average_precision"]
+    assert not weak.promoted and weak.champion_before is None
+    assert "does not beat the logistic baseline" in weak.promotion_reason
+    assert "still no champion" in weak.promotion_reason
+    assert real.promoted and real.champion_before is None
+    assert "no champion before" in real.promotion_reason
     assert not weak_again.promoted and weak_again.champion_before == real.model_version
     assert weak_again.champion_before_metric == pytest.approx(real.metrics["average_precision"])
     assert tracking.champion("knockoff").label == real.model_version

@@ -1,0 +1,134 @@
+"""Drift: PSI on tiny arrays, the reference saved in the bundle, and `knockoff drift` on a batch
+drifted more than the training catalog against one drifted as much (same market)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from contextlib import redirect_stderr, redirect_stdout
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.registry import FEATURE_COLUMNS
+from knockoff.cli import main
+from serving.bundle import Bundle
+from serving.drift import (
+    CUT_QUANTILES,
+    SCORE,
+    DriftError,
+    bin_shares,
+    drift_report,
+    psi,
+    reference_table,
+)
+from synthetic.generate import generate_catalog
+from training.config import TrainConfig
+from training.train import train
+
+
+def test_bin_shares_put_nulls_in_their_own_bin() -> None:
+    values = np.array([0.0, 1.0, 1.0, 2.0, 5.0, np.nan, np.nan, np.nan])
+    shares = bin_shares(values, np.array([1.0, 2.0]))
+    # (-inf, 1], (1, 2], (2, inf), null
+    np.testing.assert_allclose(shares, [3 / 8, 1 / 8, 1 / 8, 3 / 8])
+
+
+def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift() -> None:
+    reference = np.array([0.25, 0.25, 0.25, 0.25])
+    assert psi(reference, reference) == 0.0
+    small, large = np.array([0.3, 0.25, 0.25, 0.2]), np.array([0.7, 0.1, 0.1, 0.1])
+    assert 0 < psi(reference, small) < psi(reference, large)
+    assert psi(reference, small) == pytest.approx(0.05 * math.log(0.3 / 0.25)
+                                                  - 0.05 * math.log(0.2 / 0.25))
+    assert math.isfinite(psi(reference, np.array([1.0, 0.0, 0.0, 0.0])))  # empty bins floored
+
+
+def test_reference_and_report_on_a_shifted_and_a_sparser_batch() -> None:
+    rng = np.random.default_rng(0)
+    base = pl.DataFrame({"a": rng.normal(size=5000), "b": rng.exponential(size=5000)})
+    scores = rng.random(5000)
+    reference = reference_table(base, scores)
+    assert reference["name"].to_list() == ["a", "b", SCORE]
+    assert reference["cuts"].list.len().to_list() == [len(CUT_QUANTILES)] * 3
+    assert all(math.isclose(sum(s), 1.0) for s in reference["shares"].to_list())
+
+    same = drift_report(base, scores, reference)
+    assert max(same.psi.values()) < 1e-9 and same.score_psi < 1e-9 and not same.warning
+    moved = base.with_columns(pl.col("a") + 1.0,
+                              pl.when(pl.int_range(pl.len()) % 2 == 0).then(None)
+                              .otherwise(pl.col("b")).alias("b"))
+    report = drift_report(moved, scores ** 0.3, reference)
+    assert report.psi["a"] > 0.5 and report.psi["b"] > 0.5  # half the b's now null
+    assert report.warning and report.drifted == ["b", "a"] or report.drifted == ["a", "b"]
+    summary = report.summary()
+    assert set(summary) >= {"psi", "score_psi", "warning"} and summary["rows"] == 5000
+    with pytest.raises(DriftError, match="lack a"):
+        drift_report(base.drop("a"), scores, reference)
+
+
+def _cli(*argv: str) -> tuple[int, dict[str, Any], str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, json.loads(out.getvalue().strip().splitlines()[-1]), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model on a catalog with the default drift; a later batch from another seed with the
+    same drift, and one with twice the drift (the brief's pair, 6,000 listings over 31 days,
+    about the validation window's size)."""
+    folder = tmp_path_factory.mktemp("drift")
+    generate_catalog(folder / "catalog.parquet", 30_000, seed=7, days=150)
+    later = date(2026, 6, 1)
+    generate_catalog(folder / "same.parquet", 6_000, seed=9, start=later, days=31)
+    generate_catalog(folder / "drifted.parquet", 6_000, seed=8, start=later, days=31, drift=2)
+    result = train(folder / "catalog.parquet", TrainConfig(threads=1), progress=False)
+    return {"bundle": Path(result.bundle), "same": folder / "same.parquet",
+            "drifted": folder / "drifted.parquet", "version": result.model_version}
+
+
+def test_the_bundle_carries_the_reference(trained: dict[str, Any]) -> None:
+    reference = Bundle.load(trained["bundle"], threads=1).reference
+    assert reference is not None
+    assert reference["name"].to_list() == [*FEATURE_COLUMNS, SCORE]
+
+
+def test_drift_command_reports_more_drift_on_the_drifted_batch(trained: dict[str, Any]) -> None:
+    bundle = str(trained["bundle"])
+    code, same, err = _cli("drift", str(trained["same"]), "--model", bundle)
+    assert code == 0, err
+    code, drifted, err = _cli("drift", str(trained["drifted"]), "--model", bundle)
+    assert code == 0, err
+    assert set(same["psi"]) == set(FEATURE_COLUMNS)
+    assert drifted["score_psi"] > same["score_psi"]
+    assert not drifted["warning"] and "no PSI above 0.2" in err
+    print(f"score PSI: same drift {same['score_psi']}, twice the drift {drifted['score_psi']}")
+
+
+def test_drift_warns_past_the_threshold_exits_0_and_logs(trained: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    code, summary, err = _cli("drift", str(trained["drifted"]), "--threshold", "0.001", "--log")
+    assert code == 0 and summary["warning"] and summary["model_version"] == trained["version"]
+    assert "knockoff drift: warning:" in err and "score PSI" in err
+    run = MlflowClient().get_run(summary["drift_run_id"])
+    assert run.data.metrics["score_psi"] == pytest.approx(summary["score_psi"], abs=1e-4)
+    assert run.data.tags["model_version"] == trained["version"]
+    version = MlflowClient().get_model_version("knockoff", trained["version"].split("/")[1])
+    assert version.tags["drift_run"] == summary["drift_run_id"]
+
+
+def test_drift_refuses_a_bad_threshold_and_a_missing_batch(trained: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    code, summary, err = _cli("drift", str(trained["same"]), "--threshold", "0")
+    assert code == 2 and "must be above 0" in summary["error"]
+    code, summary, err = _cli("drift", str(tmp_path / "nothing.parquet"), "--model",
+                              str(trained["bundle"]))
+    assert code == 2 and "Traceback" not in err
