@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -215,7 +216,10 @@ def registered(bundle: Path, store: Path, tmp_path: Path,
 def test_a_registered_bundle_is_resealed_and_downloaded_once(
     registered: tracking.ModelRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # what $TMPDIR sets
     folder, model = tracking.download_bundle(f"models:/knockoff-test/{registered.version}")
+    assert list((tmp_path / "tmp").iterdir()) == []  # no copy left in the temp folder
     assert model == registered
     assert folder == tmp_path / "cache" / "bundles" / registered.run_id / "bundle"
     loaded = Bundle.load(folder, threads=THREADS)  # the spec gained model_version: resealed
