@@ -23,6 +23,7 @@ import polars as pl
 import pytest
 
 from features import table
+from features.contract import CatalogError
 from features.outputs import publishing, rejects_path
 from knockoff.cli import main
 from synthetic.generate import generate_catalog
@@ -453,6 +454,14 @@ def test_concurrent_writers_use_their_own_temporary_files(tmp_path: Path) -> Non
         second.write_text("second run")
     assert out.read_text() == "first run"  # the outer run finished last, with its own rows
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    with pytest.raises(CatalogError) as err, publishing(rejects_path(out), out) as (_, temp):
+        raise OSError(28, "No space left on device", str(temp))
+    assert str(err.value) == f"{out}: cannot be written (No space left on device)"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("case", [BATCH_ERRORS[15], BATCH_ERRORS[20], ROW_ERRORS[5]],
