@@ -9,7 +9,7 @@ never publish each other's rows.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,9 +78,8 @@ def publishing(*targets: Path) -> Iterator[tuple[Path, ...]]:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CatalogError(f"{target}: cannot create its folder ({exc.strerror})") from None
-    temps: list[Path] = []
+    temps = [_unique_temp(t) for t in targets]
     try:
-        temps += [_unique_temp(t) for t in targets]
         try:
             yield tuple(temps)
         except Exception as exc:
@@ -94,13 +93,9 @@ def publishing(*targets: Path) -> Iterator[tuple[Path, ...]]:
 
 
 def _unique_temp(target: Path) -> Path:
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial",
-                                    dir=target.parent)
-    except OSError as exc:
-        raise CatalogError(f"{target}: cannot be written ({exc.strerror})") from None
-    os.close(fd)
-    return Path(name)
+    """A name no other run picks (process id and 64 random bits), not created here, so the
+    writer creates it with the usual permissions."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
 
 
 def _name_the_target(exc: Exception, temps: list[Path], targets: tuple[Path, ...]) -> None:
