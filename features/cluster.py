@@ -47,8 +47,8 @@ def dask_client(scheduler: str | None = None) -> Iterator[Any]:
             yield client
         return
     with LocalCluster(host="127.0.0.1", processes=True, n_workers=LOCAL_WORKERS,
-                      threads_per_worker=1, dashboard_address=None, env=WORKER_ENV,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                      threads_per_worker=1, dashboard_address=":0", env=WORKER_ENV,
+                      silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
         yield client
 
 

@@ -1,0 +1,146 @@
+"""The Dask engine against the local one on a 2-worker LocalCluster (127.0.0.1, one thread each):
+the same features, scores, flags, reasons and rejects on a catalog written as several files of
+several row groups (sellers, rings and duplicate ids split across partitions), and a Dask
+trained model as good as a locally trained one on the validation window."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from sklearn.metrics import average_precision_score
+
+from features.cluster import WORKER_ENV, feature_table_dask, publishing_folders
+from features.contract import CatalogError
+from features.table import feature_table
+from knockoff.cli import main
+from serving.bundle import Bundle
+from serving.distributed import score_catalog_dask
+from serving.scorer import score_catalog
+from synthetic.generate import generate_catalog
+from training.config import TrainConfig
+from training.dataset import labels, matrix, prepare
+from training.distributed import dask_fit_step, early_stopping_rounds
+from training.export import write_bundle
+from training.train import fit_models
+
+BUNDLE = Path(__file__).resolve().parent / "data" / "golden" / "bundle"
+PARTITION_ROWS = 2_000  # under the 2,500-row groups: one partition per row group, 9 in all
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    from distributed import LocalCluster
+
+    with LocalCluster(host="127.0.0.1", processes=True, n_workers=2, threads_per_worker=1,
+                      dashboard_address=":0", env=WORKER_ENV) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20,000 listings shuffled into three files of 2,500-row groups, with bad rows and ids
+    repeated in a later file and in a later row group of the same file."""
+    folder = tmp_path_factory.mktemp("dask") / "batch"
+    folder.mkdir()
+    whole = folder.parent / "whole.parquet"
+    generate_catalog(whole, 20_000, 3)
+    rows = pl.read_parquet(whole).sample(fraction=1.0, shuffle=True, seed=1)
+    bad = rows.slice(0, 4).with_columns(
+        pl.Series("listing_id", ["X1", "X2", "X3", "X4"]),
+        pl.Series("price", [-1.0, 0.0, 5.0, 5.0]), pl.Series("title", ["a", "b", " ", "d"]))
+    third = rows.height // 3
+    files = [rows.slice(0, third), rows.slice(third, third), rows.slice(2 * third)]
+    files[1] = pl.concat([files[1], rows.slice(5, 2)])  # repeats an id of file 0
+    files[2] = pl.concat([files[2], bad, files[2].slice(0, 1)])  # repeats one of its own ids
+    for i, frame in enumerate(files):
+        frame.write_parquet(folder / f"part{i}.parquet", row_group_size=2_500)
+    return folder
+
+
+def test_features_equal_the_local_engine(batch: Path, scheduler: str, tmp_path: Path) -> None:
+    local = feature_table(batch, tmp_path / "local.parquet", state_dir=tmp_path / "state")
+    dask = feature_table_dask(batch, tmp_path / "dask", scheduler=scheduler,
+                              state_dir=tmp_path / "state", partition_rows=PARTITION_ROWS)
+    assert (dask["features"], dask["rejected"]) == (local["features"], local["rejected"])
+    assert dask["rejected"] == 6 and dask["partitions"] == 9
+    parts = pl.read_parquet(tmp_path / "dask" / "*.parquet", include_file_paths="part")
+    assert_frame_equal(parts.drop("part"), pl.read_parquet(tmp_path / "local.parquet"))
+    assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
+                       pl.read_parquet(tmp_path / "local.rejects.parquet"))
+    # what makes it a test of the shuffle: sellers and rings span partitions
+    spread = parts.group_by("seller_id").agg(pl.col("part").n_unique().alias("n"),
+                                             pl.col("seller_cluster_size").first())
+    assert (spread["n"] > 1).mean() > 0.9
+    assert spread.filter(pl.col("seller_cluster_size") > 2).height > 0
+
+
+def test_scores_equal_the_local_engine(batch: Path, scheduler: str, tmp_path: Path) -> None:
+    local = score_catalog(batch, tmp_path / "local.parquet", model=str(BUNDLE), threads=1)
+    dask = score_catalog_dask(batch, tmp_path / "dask", model=str(BUNDLE), scheduler=scheduler,
+                              partition_rows=PARTITION_ROWS)
+    for key in ("scored", "rejected", "flagged", "model_version", "absent_columns",
+                "ignored_columns"):
+        assert dask[key] == local[key], key
+    expected = pl.read_parquet(tmp_path / "local.parquet")
+    got = pl.read_parquet(tmp_path / "dask" / "*.parquet")
+    assert expected["flagged"].sum() > 100
+    assert np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-6
+    assert_frame_equal(got.drop("score"), expected.drop("score"))
+    assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
+                       pl.read_parquet(tmp_path / "local.rejects.parquet"))
+
+
+def test_command_line_refusals(batch: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    model = ["--model", str(BUNDLE)]
+    assert main(["score", str(batch), "--out", str(tmp_path / "s.parquet"), "--scheduler",
+                 "tcp://127.0.0.1:1", *model]) == 2
+    assert main(["score", str(batch), "--out", str(tmp_path / "s"), "--engine", "dask",
+                 "--format", "csv", *model]) == 2
+    csv = tmp_path / "batch.csv"
+    pl.read_parquet(batch / "part0.parquet").head(10).drop("image_hashes").write_csv(csv)
+    assert main(["score", str(csv), "--out", str(tmp_path / "s"), "--engine", "dask",
+                 *model]) == 2
+    err = capsys.readouterr().err
+    assert "need --engine dask" in err and "--format csv" in err and "Parquet files only" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_unfinished_output_publishes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "scores"
+    with pytest.raises(CatalogError), publishing_folders(out) as (temp,):
+        (temp / "part-00000.parquet").write_bytes(b"half")
+        raise CatalogError("stopped")
+    assert os.listdir(tmp_path) == []
+
+
+def test_early_stopping_rule_matches_lightgbm() -> None:
+    assert early_stopping_rounds([0.5, 0.4, 0.41, 0.42, 0.39, 0.45], patience=3) == 5
+    assert early_stopping_rounds([0.5, 0.4, 0.41, 0.42, 0.43, 0.3], patience=3) == 2
+
+
+def test_dask_training_matches_local_average_precision(scheduler: str, tmp_path: Path) -> None:
+    from distributed import Client
+
+    catalog = tmp_path / "catalog.parquet"
+    generate_catalog(catalog, 60_000, 5)
+    config = TrainConfig(num_boost_round=80, learning_rate=0.12, threads=1)
+    prepared = prepare(catalog, config, None)
+    valid = prepared.valid_labelled
+    local = fit_models(prepared, config, progress=False).booster
+    with Client(scheduler) as client:
+        booster = dask_fit_step(client)(prepared, config, False).booster
+    write_bundle(tmp_path / "bundle", booster, tuple(booster.feature_name()), 0.5,
+                 matrix(valid), write_state=prepared.state.save, config_text=config.to_toml(),
+                 spec_extra={"model_name": "knockoff", "git_commit": "test",
+                             "train_window": {}, "valid_window": {}}, threads=1)
+    bundle = Bundle.load(tmp_path / "bundle", threads=1)
+    ap_local = average_precision_score(labels(valid), local.predict(matrix(valid)))
+    ap_dask = average_precision_score(labels(valid), bundle.predict(matrix(valid)))
+    assert ap_local > 0.9 and abs(ap_dask - ap_local) <= 0.005, (ap_local, ap_dask)
