@@ -146,3 +146,23 @@ def test_a_crash_ends_the_run_failed_and_registers_nothing(
                                       order_by=["attributes.start_time DESC"], max_results=1)
     assert latest.info.status == "FAILED" and latest.info.run_name.startswith("lgbm-catalog-")
     assert len(_client().search_model_versions("name='knockoff'")) == versions
+
+
+def test_raw_scores_by_iteration_equal_lightgbm_with_that_many_trees() -> None:
+    import lightgbm as lgb
+    import numpy as np
+
+    from training.report import _raw_by_iteration
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 4)).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = np.nan_to_num(X[:, 0]) + rng.normal(size=500) > 1
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1,
+                         "min_data_in_leaf": 5}, lgb.Dataset(X, y), num_boost_round=12)
+    raw = _raw_by_iteration(booster, X)
+    assert raw.shape == (500, 12)
+    for trees in (1, 5, 12):
+        np.testing.assert_allclose(raw[:, trees - 1],
+                                   booster.predict(X, raw_score=True, num_iteration=trees),
+                                   rtol=0, atol=1e-12)
