@@ -52,6 +52,8 @@ HELP = {
     "score": ("score a catalog batch", ["INPUT", "--out PATH", "--model REF", "--chunk-rows N",
                                         "--threads N", "--format {parquet,csv}"]),
     "demo": ("the whole loop on synthetic data", ["--out DIR", "--listings N", "--batch N"]),
+    "drift": ("population stability (PSI)", ["INPUT", "--model REF", "--threshold PSI",
+                                              "--log", "--threads N"]),
 }
 
 
