@@ -96,7 +96,9 @@ def _after(query: sa.Select[Any], after: str, kind: str) -> sa.Select[Any]:
         s, i = float(score), int(case_id)
     except ValueError:
         raise NotFound(f"unknown cursor {after!r}") from None
-    return query.where(sa.or_(cases.c.score < s, sa.and_(cases.c.score == s, cases.c.id > i)))
+    # the `score <= s` bound lets the (status, kind, score, id) index start at the cursor
+    return query.where(cases.c.score <= s,
+                       sa.or_(cases.c.score < s, sa.and_(cases.c.score == s, cases.c.id > i)))
 
 
 def list_cases(engine: Engine, where: QueueFilter, limit: int, after: str | None = None

@@ -17,7 +17,7 @@ def bars(title: str, points: Sequence[tuple[str, float]], fmt: str = "{:.0f}",
     if not points:
         return Markup(f'<p class="empty">{escape(title)}: nothing yet.</p>')
     top = max(v for _, v in points) or 1.0
-    step = (width - 40) / len(points)
+    step = min((width - 40) / len(points), 56.0)
     parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height + 40}"'
              f' width="100%" style="max-width:{width}px"><title>{escape(title)}</title>']
     for i, (label, value) in enumerate(points):

@@ -90,12 +90,13 @@ def _linked(engine: Engine, facts: BatchFacts | None, row: dict[str, Any],
     """Sellers sharing the contact hash (any batch of the platform) or a photo (this batch)."""
     links: dict[str, set[str]] = {}
     if row.get("seller_contact_hash"):
-        query = (sa.select(cases.c.seller_id).distinct().where(
+        # no DISTINCT: it would steer SQLite to the seller index instead of the contact one
+        query = (sa.select(cases.c.seller_id).where(
             cases.c.platform_id == row["platform_id"],
             cases.c.seller_contact_hash == row["seller_contact_hash"],
-            cases.c.seller_id != row["seller_id"]).limit(MAX_LINKED))
+            cases.c.seller_id != row["seller_id"]).limit(20 * MAX_LINKED))
         with engine.connect() as conn:
-            for seller in conn.scalars(query):
+            for seller in list(dict.fromkeys(conn.scalars(query)))[:MAX_LINKED]:
                 links.setdefault(seller, set()).add("contact")
     if facts is not None and hashes:
         others = (facts.images.filter(pl.col("image_hash").is_in(hashes),

@@ -69,7 +69,14 @@ def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def dashboard(engine: Engine, days: int = 30) -> dict[str, Any]:
+def _every_day(counts: list[Any], today: date, days: int) -> list[dict[str, Any]]:
+    """Decisions per day over the last `days` days, days without any included as 0."""
+    found = {_day(d): n for d, n in counts}
+    span = [today - timedelta(days=i) for i in range(days - 1, -1, -1)]
+    return [{"day": d.isoformat(), "decisions": found.get(d, 0)} for d in span]
+
+
+def dashboard(engine: Engine, days: int = 14) -> dict[str, Any]:
     since = now() - timedelta(days=days)
     first = decisions.alias("first")
     second = decisions.alias("second")
@@ -97,7 +104,7 @@ def dashboard(engine: Engine, days: int = 30) -> dict[str, Any]:
     return {
         "queue": [{"kind": k, "open": n, "oldest_hours": (at - _utc(oldest)).total_seconds()
                    / 3600} for k, n, oldest in queue],
-        "per_day": [{"day": _day(d).isoformat(), "decisions": n} for d, n in per_day],
+        "per_day": _every_day(per_day, at.date(), days),
         "precision": [{"kind": k, "model_version": v, "counterfeit": int(c or 0), "decided": n,
                        "precision": (c or 0) / n} for k, v, c, n in precision],
         "agreement": {"double_reviewed": len(pairs),

@@ -245,11 +245,12 @@ def _supervisor_pages(router: APIRouter, engine: Engine) -> None:
             return session
         d = exports.dashboard(engine)
         plots = {
-            "per_day": charts.bars("Decisions per day (last 30 days)",
+            "per_day": charts.bars("Decisions per day (last 14 days)",
                                    [(p["day"][5:], p["decisions"]) for p in d["per_day"]]),
             "precision": charts.bars(
                 "Flag precision (counterfeit ÷ decided) per model version and kind",
-                [(f"{p['model_version']} {p['kind']}", p["precision"]) for p in d["precision"]],
+                [(f"{p['kind']} v{p['model_version'].rsplit('/', 1)[-1]}", p["precision"])
+                 for p in d["precision"]],
                 fmt="{:.2f}"),
         }
         return _render(request, "dashboard.html", session, d=d, plots=plots)
