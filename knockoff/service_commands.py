@@ -12,6 +12,8 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from knockoff.label_commands import add_label_commands
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -165,3 +167,4 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
             q.add_argument("name", metavar="NAME")
         _db_option(q)
     p.set_defaults(func=cmd_users)
+    add_label_commands(sub)  # labels export, report: decisions back to training
