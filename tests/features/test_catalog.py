@@ -272,3 +272,28 @@ def test_duplicates_across_files_name_the_first_file(tmp_path: Path) -> None:
     assert reasons == ["duplicate listing_id (first at row 1 of a.parquet)",
                        "duplicate listing_id (first at row 2 of a.parquet)"]
     assert catalog.rows.collect().height == 3
+
+
+def test_stored_types_that_carry_the_meaning_are_converted(tmp_path: Path) -> None:
+    frame = good_frame()
+    stored = frame.with_columns(
+        pl.col("listing_id").cast(pl.Binary), pl.col("category").cast(pl.Categorical),
+        pl.col("currency").cast(pl.Enum(["EUR"])), pl.col("price").cast(pl.Decimal(10, 2)),
+        pl.col("image_count").cast(pl.UInt8), pl.col("units_sold_30d").cast(pl.Float32),
+        pl.col("listed_at").dt.replace_time_zone(None),
+        pl.col("seller_verified").cast(pl.Int8),
+    )
+    catalog = read_catalog(write(stored, tmp_path / "c.parquet"))
+    assert catalog.rejects.collect().height == 0
+    assert catalog.rows.collect().equals(frame)
+
+
+@pytest.mark.parametrize(("column", "value"), [("price", True), ("title", 1.5),
+                                               ("listed_at", 1_772_000_000),
+                                               ("image_hashes", [1, 2])])
+def test_stored_types_that_cannot_carry_the_meaning_refuse_the_batch(
+    tmp_path: Path, column: str, value: object
+) -> None:
+    path = write(good_frame().with_columns(pl.lit(value).alias(column)), tmp_path / "c.parquet")
+    with pytest.raises(CatalogError, match=rf"c\.parquet: column {column} is stored as"):
+        read_catalog(path)
