@@ -113,7 +113,7 @@ def _train(args: argparse.Namespace, config: TrainConfig) -> Any:
     from training.train import train
 
     options = {"valid_from": args.valid_from, "holdout": args.holdout,
-               "progress": sys.stderr.isatty()}
+               "progress": sys.stderr.isatty(), "decided": _labels(args)}
     if _engine(args) == "local":
         return train(args.catalog, config, **options)
     from features.cluster import dask_client
@@ -122,6 +122,20 @@ def _train(args: argparse.Namespace, config: TrainConfig) -> Any:
     with dask_client(args.scheduler) as client:
         return train(args.catalog, config, fit_step=dask_fit_step(client), engine="dask",
                      **options)
+
+
+def _labels(args: argparse.Namespace) -> Any:
+    """--labels read and checked before training starts (None without it)."""
+    from training.labels import LabelsError, read_labels
+
+    if args.labels is None:
+        if args.platform is not None:
+            raise UserError("--platform says whose rows --labels joins; give --labels too")
+        return None
+    try:
+        return read_labels(args.labels, args.platform)
+    except LabelsError as exc:
+        raise UserError(str(exc)) from None
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -139,13 +153,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     except (SplitError, TrainError) as exc:
         raise UserError(str(exc)) from None
     print(f"knockoff train: {args.catalog}: {result.input.describe()}", file=sys.stderr)
+    joined = result.input.labels
+    if joined is not None:
+        print(f"knockoff train: {args.labels}: {joined.describe()}", file=sys.stderr)
     print(
         f"knockoff train: {result.model_version} "
         + ("promoted to champion" if result.promoted else "not promoted")
         + (f" (champion before: {result.champion_before})" if result.champion_before else ""),
         file=sys.stderr,
     )
-    print_summary(result.summary())
+    print_summary({**result.summary(), **(joined.summary() if joined else {})})
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -316,6 +333,10 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--max-reject-share", type=float, metavar="SHARE",
                    help="refuse to train when validation rejects more than this share of the "
                    "catalog's rows (default 0.05, i.e. 5%%; max_reject_share in train.toml)")
+    p.add_argument("--labels", metavar="PATH", help="officers' decisions (`knockoff labels "
+                   "export`): they override or fill is_counterfeit, joined on listing_id")
+    p.add_argument("--platform", metavar="NAME", help="the platform the catalog's rows belong "
+                   "to (needed when --labels holds several platforms' decisions)")
 
 
 def _add_tune(sub: Any) -> None:

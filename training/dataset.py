@@ -5,7 +5,7 @@ read, rows rejected and why)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from features.pipeline import build_features
 from features.registry import FEATURE_COLUMNS, OPTIONAL_GROUPS
 from features.state import FeatureState, fit_state
 from training.config import TrainConfig
+from training.labels import LabelJoin, Labels, apply_labels
 from training.split import Windows, split, time_windows
 
 KEEP = ("listing_id", "seller_id", "listed_at", "category", LABEL)
@@ -39,6 +40,7 @@ class InputReport:
     rows: int
     rejected: int
     top_reasons: tuple[tuple[str, int], ...]
+    labels: LabelJoin | None = None  # officers' decisions joined (`train --labels`)
 
     @property
     def share(self) -> float:
@@ -122,10 +124,12 @@ def catalog_fingerprint(files: tuple[Path, ...]) -> str:
 
 
 def _read_rows(
-    catalog_path: str | Path, config: TrainConfig, before: datetime | None
+    catalog_path: str | Path, config: TrainConfig, before: datetime | None,
+    decided: Labels | None = None,
 ) -> tuple[Catalog, pl.DataFrame, InputReport]:
-    """The catalog's valid rows (older than `before` if given), refused when validation cut too
-    many rows or left no labelled fakes and genuine listings."""
+    """The catalog's valid rows (older than `before` if given) with the officers' decisions
+    joined, refused when validation cut too many rows or left no labelled fakes and genuine
+    listings."""
     catalog = read_catalog(catalog_path, currency=config.currency, keep=(TRUTH,))
     report = input_report(catalog)
     check_rejects(report, catalog_path, config.max_reject_share)
@@ -133,6 +137,9 @@ def _read_rows(
     if before is not None:
         rows = rows.filter(pl.col("listed_at") < before)
     rows = rows.collect(engine="in-memory")
+    if decided is not None:
+        rows, joined = apply_labels(rows, decided)
+        report = replace(report, labels=joined)
     if rows.is_empty():
         raise TrainError(f"{catalog_path}: no valid rows to train on "
                          f"({report.rejected} rejected)")
@@ -144,12 +151,13 @@ def _read_rows(
 
 def prepare(
     catalog_path: str | Path, config: TrainConfig, valid_from: datetime | None,
-    *, before: datetime | None = None,
+    *, before: datetime | None = None, decided: Labels | None = None,
 ) -> Prepared:
-    """Validate, split by time with the delay gap, fit the state on the older window and build
-    both windows' features (seller and network aggregates over each window's rows).
-    `before` drops newer rows first (tuning keeps the real validation window unseen)."""
-    catalog, rows, report = _read_rows(catalog_path, config, before)
+    """Validate, join the officers' decisions (`decided`, see `read_labels`), split by time
+    with the delay gap, fit the state on the older window and build both windows' features
+    (seller and network aggregates over each window's rows). `before` drops newer rows first
+    (tuning keeps the real validation window unseen)."""
+    catalog, rows, report = _read_rows(catalog_path, config, before, decided)
     has_truth = TRUTH in catalog.extra_columns
     first, last = rows["listed_at"].min(), rows["listed_at"].max()
     windows = time_windows(first, last, valid_from=valid_from, valid_days=config.valid_days,
@@ -180,6 +188,7 @@ def prepare(
         "train_fakes": int(train[LABEL].sum()), "valid_rows": valid.height,
         "valid_labelled": int(valid[LABEL].is_not_null().sum()),
         "valid_fakes": int(valid[LABEL].sum()),
+        **(report.labels.counts() if report.labels else {}),
     }
     return Prepared(windows, state, train, valid, valid_lf.collect(), counts,
                     catalog_fingerprint(catalog.files), has_truth, report)

@@ -41,6 +41,7 @@ from training.dataset import (
 )
 from training.evaluate import PRIMARY
 from training.export import write_bundle
+from training.labels import Labels
 from training.promote import decide_promotion, score_champion
 from training.report import (
     TrainResult,
@@ -189,25 +190,27 @@ def train(
     progress: bool = True,
     fit_step: FitStep | None = None,
     engine: str = "local",
+    decided: Labels | None = None,
 ) -> TrainResult:
     """The whole training run; see the module docstring. `holdout`: another catalog (e.g. a
     later one, another seed) on which model and baselines are evaluated too. The MLflow run
-    opens first, so its duration is the training's and it ends FAILED if a step raises."""
+    opens first, so its duration is the training's and it ends FAILED if a step raises.
+    `decided`: officers' decisions over the catalog's labels (`training.labels`)."""
     config = config or TrainConfig()
     with tracking.start_run(run_name(catalog_path), config.params(),
                             {"catalog": str(catalog_path)}) as run_id:
         return _train_steps(run_id, catalog_path, config, valid_from, holdout, progress,
-                            fit_step, engine)
+                            fit_step, engine, decided)
 
 
 def _train_steps(run_id: str, catalog_path: str | Path, config: TrainConfig,
                  valid_from: datetime | None, holdout: str | Path | None,
                  progress: bool, fit_step: FitStep | None = None,
-                 engine: str = "local") -> TrainResult:
+                 engine: str = "local", decided: Labels | None = None) -> TrainResult:
     """`train`'s steps, in order, inside its MLflow run."""
     clock = Clock()
     with _step(clock, "features"):
-        prepared = prepare(catalog_path, config, valid_from)
+        prepared = prepare(catalog_path, config, valid_from, decided=decided)
     log_training_data(prepared, catalog_path)
     with _step(clock, "fit"):
         models = (fit_step or fit_models)(prepared, config, progress)
