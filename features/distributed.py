@@ -22,14 +22,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from features.aggregates import LOW_PRICE_RATIO, BatchAggregates, image_key
 from features.catalog import _mark_duplicates
 from features.contract import LISTING_COLUMNS, REJECTS_SCHEMA, REQUIRED, CatalogError
 from features.fitted import apply_brand_prices
-from features.network import seller_clusters
 from features.rules import KEY_STRIDE, NAN_AS_MISSING, reason, typed
 from features.sources import first_line, list_files
 from features.state import FeatureState
@@ -228,8 +230,8 @@ def reduce_images(pieces: list[pl.DataFrame],
     ).with_columns(pl.col("_seller_ids").list.eval(pl.element().hash(seed=0)).list.n_unique()
                    .alias("main_image_sellers"))
     edges = images.filter(pl.col("main_image_sellers").is_between(2, max_image_sellers)).select(
-        pl.col("_seller_ids").alias("seller_id"), pl.col("_image_key").cast(pl.String)
-        .alias("node")).explode("seller_id").with_columns(pl.lit("i").alias("kind"))
+        pl.col("_seller_ids").alias("seller_id"),
+        pl.format("i:{}", pl.col("_image_key")).alias("node")).explode("seller_id")
     kept = images.filter(
         (pl.col("main_image_sellers") > 1) | (pl.col("main_image_brands") > 1)
         | ((pl.col("main_image_brands") == 1) & pl.col("_unbranded_too"))
@@ -246,14 +248,43 @@ def reduce_contacts(pieces: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFr
         pl.col("_part").unique().alias("_parts"),
     ).filter(pl.col("contact_accounts") > 1)
     edges = pairs.join(shared.select("seller_contact_hash"), on="seller_contact_hash",
-                       how="semi").select("seller_id", pl.col("seller_contact_hash")
+                       how="semi").select("seller_id", pl.format("c:{}", "seller_contact_hash")
                                           .alias("node")).unique()
-    return shared, edges.with_columns(pl.lit("c").alias("kind"))
+    return shared, edges
 
 
-def clusters(edges: list[pl.DataFrame]) -> pl.DataFrame:
-    """Connected components of the linked sellers (`features.network.seller_clusters`)."""
-    return seller_clusters(pl.concat(edges).select("seller_id", "node", "kind"))
+def forest(edges: list[pl.DataFrame]) -> pl.DataFrame:
+    """The linked sellers of seller-node edges, each as an edge to the smallest seller id of
+    its component (`s:<id>`). The components of a union of edge lists are those of the union
+    of their forests, so forests combine in a tree reduction that holds at most one row per
+    linked seller, however many edges there are (a node's edges all sit in one bucket)."""
+    frame = pl.concat(edges).select("seller_id", "node").unique()
+    if frame.is_empty():
+        return frame
+    seller = (frame["seller_id"].rank("dense") - 1).cast(pl.Int64).to_numpy()
+    node = (frame["node"].rank("dense") - 1).cast(pl.Int64).to_numpy() + seller.max() + 1
+    size = int(node.max()) + 1
+    graph = coo_matrix((np.ones(len(seller), dtype=np.int8), (seller, node)),
+                       shape=(size, size))
+    _, label = connected_components(graph, directed=False)
+    return frame.select("seller_id", pl.Series("_c", label[seller])).select(
+        "seller_id", pl.format("s:{}", pl.col("seller_id").min().over("_c")).alias("node"),
+    ).unique()
+
+
+def cluster_sizes(roots: list[pl.DataFrame]) -> pl.DataFrame:
+    """seller_id, seller_cluster_size of the linked sellers, from the final forest."""
+    return forest(roots).select(
+        "seller_id", pl.len().over("node").cast(pl.Int64).alias("seller_cluster_size"))
+
+
+def tree_reduce(client: Any, futures: list[Any], combine: Callable[..., Any],
+                fan_in: int = 8) -> list[Any]:
+    """Combine futures `fan_in` at a time until at most `fan_in` remain."""
+    while len(futures) > fan_in:
+        futures = [client.submit(combine, futures[i:i + fan_in], pure=False)
+                   for i in range(0, len(futures), fan_in)]
+    return futures
 
 
 def route(table: pl.DataFrame, n_parts: int,
@@ -301,9 +332,12 @@ def shuffle(client: Any, producers: list[Any], buckets: int,
 
 
 def shuffled_batch(client: Any, source: str | Path, state: FeatureState, now: datetime,
-                   *, buckets: int = 4, target_rows: int = PARTITION_ROWS) -> ShuffledBatch:
-    """Passes 1 and 2 (see the module docstring) on the cluster."""
+                   *, buckets: int | None = None,
+                   target_rows: int = PARTITION_ROWS) -> ShuffledBatch:
+    """Passes 1 and 2 (see the module docstring) on the cluster, with `buckets` reducers per
+    key (default two per worker)."""
     parts = list_parts(source, target_rows)
+    buckets = buckets or 2 * max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     files = sorted({p.file for p in parts}, key=lambda f: [p.file for p in parts].index(f))
     id_pieces = client.map(_id_buckets, parts, buckets=buckets, pure=False)
     duplicates = pl.concat(client.gather(shuffle(client, id_pieces, buckets, _duplicates)))
@@ -318,7 +352,7 @@ def shuffled_batch(client: Any, source: str | Path, state: FeatureState, now: da
     images = shuffle(client, kinds[1], buckets, reduce_images, state.max_image_sellers)
     contacts = shuffle(client, kinds[2], buckets, reduce_contacts)
     edges = [client.submit(operator.getitem, f, 1, pure=False) for f in images + contacts]
-    linked = client.submit(clusters, edges, pure=False)
+    linked = client.submit(cluster_sizes, tree_reduce(client, edges, forest), pure=False)
     n = len(parts)
     routed = (
         [client.submit(route, s, n, linked, pure=False) for s in sellers],

@@ -17,6 +17,8 @@ from sklearn.metrics import average_precision_score
 
 from features.cluster import WORKER_ENV, feature_table_dask, publishing_folders
 from features.contract import CatalogError
+from features.distributed import cluster_sizes, forest
+from features.network import seller_clusters
 from features.table import feature_table
 from knockoff.cli import main
 from serving.bundle import Bundle
@@ -144,3 +146,22 @@ def test_dask_training_matches_local_average_precision(scheduler: str, tmp_path:
     ap_local = average_precision_score(labels(valid), local.predict(matrix(valid)))
     ap_dask = average_precision_score(labels(valid), bundle.predict(matrix(valid)))
     assert ap_local > 0.9 and abs(ap_dask - ap_local) <= 0.005, (ap_local, ap_dask)
+
+
+def test_forests_combined_give_the_local_seller_clusters() -> None:
+    rng = np.random.default_rng(0)
+    edges = pl.DataFrame({
+        "seller_id": [f"S{i}" for i in rng.integers(0, 300, 400)],
+        "node": [f"n{i}" for i in rng.integers(0, 250, 400)],
+    })  # every node's edges in one bucket, as the contact and image reducers leave them
+    bucketed = [edges.filter(pl.col("node").hash(seed=0) % 4 == b) for b in range(4)]
+    expected = seller_clusters(edges.with_columns(pl.lit("x").alias("kind"))).sort("seller_id")
+    assert expected["seller_cluster_size"].max() > 10  # components span buckets
+    staged = cluster_sizes(tree_forests(bucketed)).sort("seller_id")
+    assert_frame_equal(staged, expected)
+
+
+def tree_forests(buckets: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """Two levels of the tree reduction, as the cluster runs it with fan-in 2."""
+    level = [forest([b]) for b in buckets]
+    return [forest(level[i:i + 2]) for i in range(0, len(level), 2)]
