@@ -116,7 +116,7 @@ def prepare(root: Path, listings: int) -> tuple[dict[str, str], Path]:
     knockoff(env, "train", "--catalog", str(root / "train.parquet"))
     batch = root / "batch.parquet"
     knockoff(env, "generate", "--listings", str(listings), "--seed", "8", "--start",
-             "2026-07-01", "--id-prefix", "b", "--out", str(batch))
+             "2026-07-01", "--days", "120", "--id-prefix", "b", "--out", str(batch))
     return env, batch
 
 

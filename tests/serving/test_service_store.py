@@ -126,9 +126,9 @@ def test_an_expired_lease_moves_to_another_worker_and_cases_are_never_doubled(
     assert store.renew_lease(engine, batch.id, "w2", 60)
     counts = {"rows": 3, "scored": 3, "rejected": 0, "flagged": 2, "model_version": "knockoff/1"}
     cases = [_case(batch, "L1"), _case(batch, "L2")]
-    assert not store.finish_batch(engine, batch.id, "w1", counts, cases)  # lost its lease
-    assert store.finish_batch(engine, batch.id, "w2", counts, cases)
-    assert not store.finish_batch(engine, batch.id, "w2", counts, cases)  # already done
+    assert not store.finish_batch(engine, batch.id, "w1", counts, [cases])  # lost its lease
+    assert store.finish_batch(engine, batch.id, "w2", counts, [cases[:1], cases[1:]])
+    assert not store.finish_batch(engine, batch.id, "w2", counts, [cases])  # already done
     assert store.count_cases(engine, alpha, batch.id) == {"flag": 2, "duplicates": 0}
     done = store.get_batch(engine, alpha, batch.id)
     assert (done.status, done.flagged, done.model_version) == ("done", 2, "knockoff/1")
