@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := var/demo
 DEMO_LISTINGS ?= 1000000
+# after the loop the demo serves the officers' console until Ctrl-C; DEMO_SERVE=0 exits instead
+DEMO_SERVE ?= 1
 # `make bench BENCH_FLAGS=--quick` runs the small versions of both benchmarks
 BENCH_FLAGS ?=
 
@@ -28,6 +30,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/knockoff demo --out $(DEMO) --listings $(DEMO_LISTINGS)
+	if [ "$(DEMO_SERVE)" != 0 ]; then $(BIN)/python -m knockoff.demo_console $(DEMO); fi
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -6,8 +6,14 @@ notices per platform, DSA statements, exports; CSRF, roles, cookie flags, platfo
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -243,3 +249,28 @@ def test_pages_render_for_each_role(world: World) -> None:
     board = supervisor.get("/review/dashboard").text
     assert "<svg" in board and "Flag precision" in board and "agreement" in board
     assert officer.get("/review/cases/999999").status_code == 404
+
+
+def test_the_demo_ends_with_the_console_open(world: World, tmp_path: Path) -> None:
+    """`make demo`'s last step: the batch scored into the console, logins printed, served until
+    Ctrl-C (SIGINT), then one JSON line; without a demo folder, exit 2."""
+    bad = subprocess.run([sys.executable, "-m", "knockoff.demo_console", str(tmp_path)],
+                         env=world.env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "error" in json.loads(bad.stdout)
+    shutil.copy(world.data.parent / "alpha.parquet", tmp_path / "batch.parquet")
+    proc = subprocess.Popen([sys.executable, "-m", "knockoff.demo_console", str(tmp_path)],
+                            env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines = []
+    while not lines or not lines[-1].startswith("Serving until Ctrl-C"):
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    url = re.search(r"(http://127\.0\.0\.1:\d+)/login", "".join(lines)).group(1)
+    officer = re.search(r"'officer' with password '([^']+)'", "".join(lines)).group(1)
+    token = httpx.post(f"{url}/v1/auth/token", json={"user": "officer", "password": officer})
+    who = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    assert httpx.get(f"{url}/v1/cases", headers=who).json()["items"]
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and json.loads(out.strip().splitlines()[-1])["stopped"]
