@@ -26,7 +26,7 @@ def _print(summary: dict[str, Any]) -> None:
 def _engine(args: argparse.Namespace) -> Engine:
     from serving import store
 
-    return store.connect(args.db)
+    return _account(store.connect, args.db)  # type: ignore[no-any-return]
 
 
 def _actor() -> str:

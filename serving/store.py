@@ -89,11 +89,15 @@ def connect(url: str | None = None) -> Engine:
     from serving.migrations import upgrade
 
     url = database_url(url)
-    if url.startswith("sqlite"):
-        engine = _sqlite_engine(url)
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    upgrade(engine)
+    shown = "URL"
+    try:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+        engine = _sqlite_engine(url) if url.startswith("sqlite") else sa.create_engine(
+            url, pool_pre_ping=True)
+        upgrade(engine)
+    except (sa.exc.ArgumentError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise StoreError(f"cannot open the database {shown}: {str(exc).splitlines()[0]}"
+                         ) from None
     return engine
 
 

@@ -165,3 +165,11 @@ def test_a_failed_batch_keeps_its_error(engine: Engine) -> None:
     failed = store.get_batch(engine, alpha, batch.id)
     assert failed.status == "failed" and failed.error.startswith("upload.csv")
     assert failed.finished_at is not None and store.queued_count(engine) == 0
+
+
+def test_a_database_that_cannot_be_opened_is_a_clear_error() -> None:
+    with pytest.raises(store.StoreError, match="cannot open the database nonsense://x"):
+        store.connect("nonsense://x")
+    with pytest.raises(store.StoreError, match=r"nobody:\*\*\*@127.0.0.1") as refused:
+        store.connect("postgresql+psycopg://nobody:secret@127.0.0.1:1/x")
+    assert "secret" not in str(refused.value)
