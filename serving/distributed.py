@@ -1,20 +1,25 @@
 """`knockoff score --engine dask`: the batch's partitions scored on a Dask cluster with the same
 `build_features` and `Scorer` as the local engine.
 
-Each worker process loads the bundle once (`worker_scorer`, cached per process) and scores a
+The bundle's files are sent to every worker once; each worker process writes them to its
+temp folder and loads the bundle once (`worker_scorer`, cached per process) and scores a
 partition at a time through `Scorer.scored`, the local engine's streaming query, sunk to its
 own `part-*.parquet`: a worker holds one partition (1M rows by default) and the aggregate rows
 that partition joins, whatever the batch size."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from features.cluster import (
     contract_columns,
@@ -26,34 +31,58 @@ from features.cluster import (
     run_parts,
 )
 from features.distributed import Part, checked_part, shuffled_batch
-from features.outputs import refuse_overwriting_inputs
-from serving.scorer import Scorer
+from features.outputs import publishing, refuse_overwriting_inputs, rejects_path
+from serving.scorer import Scorer, score_catalog
 from serving.tracking import DEFAULT_MODEL
 
 _SCORERS: dict[tuple[str, str, int], Scorer] = {}
 
 
-def worker_scorer(ref: str, version: str, threads: int) -> Scorer:
-    """The scorer of `ref` (reporting `version`), loaded once per worker process."""
-    key = (ref, version, threads)
+@dataclass(frozen=True)
+class ShippedBundle:
+    """A bundle's files as bytes, sent to the workers once (no shared filesystem or registry
+    access needed there), with the model version the driver resolved."""
+
+    digest: str
+    files: dict[str, bytes]
+    version: str
+
+    @classmethod
+    def of(cls, scorer: Scorer) -> ShippedBundle:
+        root = scorer.bundle.path
+        files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                 if p.is_file()}
+        digest = hashlib.sha256()
+        for name, data in files.items():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        return cls(digest.hexdigest()[:16], files, scorer.model_version)
+
+
+def worker_scorer(shipped: ShippedBundle, threads: int) -> Scorer:
+    """The shipped bundle's scorer, written to this machine's temp folder and loaded once per
+    worker process."""
+    key = (shipped.digest, shipped.version, threads)
     if key not in _SCORERS:
-        _SCORERS[key] = replace(Scorer.load(ref, threads=threads), model_version=version)
+        folder = Path(tempfile.gettempdir()) / "knockoff-bundles" / shipped.digest
+        if not folder.exists():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{shipped.digest}.", dir=folder.parent))
+            for name, data in shipped.files.items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_bytes(data)
+            try:
+                staging.rename(folder)
+            except OSError:  # another worker process wrote it first
+                shutil.rmtree(staging, ignore_errors=True)
+        _SCORERS[key] = replace(Scorer.load(str(folder), threads=threads),
+                                model_version=shipped.version)
     return _SCORERS[key]
 
 
-def worker_reference(model: str, scorer: Scorer, local_cluster: bool) -> str:
-    """What workers load: the bundle folder already here for a local cluster; on a remote one
-    the same registry reference, an alias pinned to the version resolved here (it may move
-    while the batch is scored)."""
-    if local_cluster or Path(model).is_dir():  # a folder: on a shared filesystem for a cluster
-        return str(scorer.bundle.path)
-    return f"models:/{scorer.model_version}" if model.startswith("models:/") else model
-
-
 def _score_part(number: int, part: Part, files: list[str], duplicates: pl.DataFrame,
-                aggregates: Any, ref: tuple[str, str], threads: int, now: datetime,
+                aggregates: Any, shipped: ShippedBundle, threads: int, now: datetime,
                 folders: tuple[Path, Path]) -> dict[str, Any]:
-    scorer = worker_scorer(*ref, threads)
+    scorer = worker_scorer(shipped, threads)
     good, rejects, nan = checked_part(part, files, duplicates, scorer.state.currency, now)
     counts = {"scored": 0, "flagged": 0}
 
@@ -77,7 +106,6 @@ def score_catalog_dask(
     `threads`: onnxruntime threads per worker task."""
     started, out, source = time.perf_counter(), Path(out), str(source)
     scorer = scorer or Scorer.load(model, threads=threads)  # fails here, not on every worker
-    ref = (worker_reference(model, scorer, scheduler is None), scorer.model_version)
     now = datetime.now(UTC)
     with dask_client(scheduler) as client:
         options = {"target_rows": partition_rows} if partition_rows else {}
@@ -87,7 +115,8 @@ def score_catalog_dask(
         if "://" not in source:
             refuse_overwriting_inputs(targets, source, [Path(f) for f in batch.files])
         with publishing_folders(*targets) as (rejects_tmp, out_tmp):
-            counts = run_parts(client, batch, _score_part, ref, threads, now,
+            shipped = client.scatter(ShippedBundle.of(scorer), broadcast=True)
+            counts = run_parts(client, batch, _score_part, shipped, threads, now,
                                (out_tmp, rejects_tmp))
             total = {k: sum(c[k] for c in counts) for k in ("scored", "flagged", "valid",
                                                               "rejected")}
@@ -102,3 +131,22 @@ def score_catalog_dask(
         "nan_as_missing": nan_totals(counts), "engine": "dask", "partitions": len(batch.parts),
         "seconds": {"total": round(time.perf_counter() - started, 2)},
     }
+
+
+def score_upload(upload: Path, out: Path, scorer: Scorer, threads: int, dask_rows: int,
+                 scheduler: str | None) -> dict[str, object]:
+    """The service worker's scoring: the local engine, or the Dask engine for a Parquet upload
+    of more than `dask_rows` rows (0: never), its parts then joined into `out` and its rejects
+    beside it, the files the local engine writes (published together, rejects first)."""
+    if not dask_rows or upload.suffix.lower() not in (".parquet", ".pq") or \
+            pq.ParquetFile(upload).metadata.num_rows <= dask_rows:
+        return score_catalog(upload, out, scorer=scorer, threads=threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".dask-", dir=out.parent) as tmp:
+        parts = Path(tmp) / "scores"
+        summary = score_catalog_dask(upload, parts, scorer=scorer, scheduler=scheduler,
+                                     threads=threads)
+        with publishing(rejects_path(out), out) as (rejects_tmp, out_tmp):
+            pl.scan_parquet(rejects_folder(parts) / "*.parquet").sink_parquet(rejects_tmp)
+            pl.scan_parquet(parts / "*.parquet").sink_parquet(out_tmp)
+    return {**summary, "out": str(out), "rejects": str(rejects_path(out))}

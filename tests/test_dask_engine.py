@@ -22,8 +22,8 @@ from features.network import seller_clusters
 from features.table import feature_table
 from knockoff.cli import main
 from serving.bundle import Bundle
-from serving.distributed import score_catalog_dask
-from serving.scorer import score_catalog
+from serving.distributed import score_catalog_dask, score_upload
+from serving.scorer import Scorer, score_catalog
 from synthetic.generate import generate_catalog
 from training.config import TrainConfig
 from training.dataset import labels, matrix, prepare
@@ -96,6 +96,19 @@ def test_scores_equal_the_local_engine(batch: Path, scheduler: str, tmp_path: Pa
     assert_frame_equal(got.drop("score"), expected.drop("score"))
     assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
                        pl.read_parquet(tmp_path / "local.rejects.parquet"))
+
+
+def test_the_service_sends_batches_above_a_size_to_dask(batch: Path, scheduler: str,
+                                                         tmp_path: Path) -> None:
+    upload, scorer = batch / "part2.parquet", Scorer.load(str(BUNDLE), threads=1)
+    local = score_upload(upload, tmp_path / "a" / "scores.parquet", scorer, 1, 0, scheduler)
+    dask = score_upload(upload, tmp_path / "b" / "scores.parquet", scorer, 1, 5_000, scheduler)
+    assert dask["engine"] == "dask" and "engine" not in local
+    assert dask["rejected"] == local["rejected"] == 4
+    for name in ("scores.parquet", "scores.rejects.parquet"):
+        assert_frame_equal(pl.read_parquet(tmp_path / "b" / name),
+                           pl.read_parquet(tmp_path / "a" / name))
+    assert sorted(os.listdir(tmp_path / "b")) == ["scores.parquet", "scores.rejects.parquet"]
 
 
 def test_command_line_refusals(batch: Path, tmp_path: Path,
