@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ from features.catalog import CatalogError, read_catalog
 from serving import store
 from serving.distributed import score_upload
 from serving.scorer import DEFAULT_MODEL, ModelLoadError, Scorer
+from serving.tables import CASE_SNAPSHOT
 
 MAX_ATTEMPTS = 3  # a batch that crashes the scorer this often fails instead of looping
-SNAPSHOT = [name for name, _ in store.CASE_SNAPSHOT]
+CASE_CHUNK = 10_000  # cases inserted per statement
+SNAPSHOT = [name for name, _ in CASE_SNAPSHOT]
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ class Worker:
         while not stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception:  # the database went away for a moment: log it and poll again
+            except (Exception, pl.exceptions.PanicException):
+                # e.g. the database went away for a moment: log it and poll again
                 traceback.print_exc(file=sys.stderr)
                 worked = False
             if not worked:
@@ -144,7 +148,7 @@ class Worker:
             counts, cases = self._score(batch, scorer)
         except CatalogError as exc:
             store.fail_batch(self.engine, batch.id, self.name, public_message(exc, folder))
-        except Exception as exc:
+        except (Exception, pl.exceptions.PanicException) as exc:
             traceback.print_exc(file=sys.stderr)
             if batch.attempts >= MAX_ATTEMPTS:
                 store.fail_batch(self.engine, batch.id, self.name,
@@ -167,8 +171,8 @@ class Worker:
             except Exception:
                 traceback.print_exc(file=sys.stderr)
 
-    def _score(self, batch: store.Batch, scorer: Scorer) -> tuple[dict[str, Any],
-                                                                    list[dict[str, Any]]]:
+    def _score(self, batch: store.Batch, scorer: Scorer
+               ) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]]]:
         folder = self.settings.batch_dir(batch.id)
         upload = self.settings.data_dir / batch.upload_path
         _clear_outputs(folder, keep=upload)  # what a killed attempt may have left
@@ -176,9 +180,9 @@ class Worker:
                                self.settings.dask_rows, self.settings.dask_scheduler)
         counts = {k: summary[k] for k in ("rows", "scored", "rejected", "flagged",
                                           "model_version")}
-        cases = case_rows(batch, upload, folder / "scores.parquet", scorer,
-                          self.settings.audit_share)
-        return counts, cases
+        cases = case_frame(batch, upload, folder / "scores.parquet", scorer,
+                           self.settings.audit_share)
+        return counts, _chunks(cases)
 
 
 def _clear_outputs(folder: Path, keep: Path) -> None:
@@ -187,8 +191,8 @@ def _clear_outputs(folder: Path, keep: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def case_rows(batch: store.Batch, upload: Path, scores: Path, scorer: Scorer,
-              audit_share: float) -> list[dict[str, Any]]:
+def case_frame(batch: store.Batch, upload: Path, scores: Path, scorer: Scorer,
+               audit_share: float) -> pl.DataFrame:
     """One case per flagged listing plus a seeded random sample of the unflagged ones (the
     same sample every time the batch is scored), each with the listing as submitted."""
     seed = int(batch.id[:8], 16)
@@ -197,11 +201,14 @@ def case_rows(batch: store.Batch, upload: Path, scores: Path, scorer: Scorer,
         "listing_id", "score", "reasons", "model_version",
         kind=pl.when(pl.col("flagged")).then(pl.lit("flag")).otherwise(pl.lit("audit")))
     listings = read_catalog(upload, currency=scorer.state.currency).rows
-    frame = picked.join(listings.select(["listing_id", *SNAPSHOT]), on="listing_id",
-                        how="left").collect(engine="streaming")
-    created = store.now()
-    return [
-        {**row, "platform_id": batch.platform_id, "batch_id": batch.id, "status": "open",
-         "created_at": created}
-        for row in frame.to_dicts()
-    ]
+    return picked.join(listings.select(["listing_id", *SNAPSHOT]), on="listing_id",
+                        how="left").with_columns(
+        platform_id=pl.lit(batch.platform_id), batch_id=pl.lit(batch.id),
+        status=pl.lit("open"), created_at=pl.lit(store.now()),
+    ).collect(engine="streaming")
+
+
+def _chunks(frame: pl.DataFrame) -> Iterator[list[dict[str, Any]]]:
+    """Rows as dicts a chunk at a time: a big batch's cases are never all Python objects."""
+    for start in range(0, frame.height, CASE_CHUNK):
+        yield frame.slice(start, CASE_CHUNK).to_dicts()
