@@ -338,7 +338,7 @@ def shuffled_batch(client: Any, source: str | Path, state: FeatureState, now: da
     key (default two per worker)."""
     parts = list_parts(source, target_rows)
     buckets = buckets or 2 * max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    files = sorted({p.file for p in parts}, key=lambda f: [p.file for p in parts].index(f))
+    files = list(dict.fromkeys(p.file for p in parts))
     id_pieces = client.map(_id_buckets, parts, buckets=buckets, pure=False)
     duplicates = pl.concat(client.gather(shuffle(client, id_pieces, buckets, _duplicates)))
     checked = [client.submit(checked_part, p, files, duplicates, state.currency, now,
