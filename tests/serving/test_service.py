@@ -348,3 +348,25 @@ def test_a_whole_batch_error_found_while_scoring_fails_the_batch(
     scores = httpx.get(f"{service.url}/v1/batches/{failed['batch_id']}/scores",
                        headers=auth(keys["alpha"]))
     assert scores.status_code == 409 and "failed" in scores.json()["detail"]
+
+
+def test_accounts_from_the_command_line(env: dict[str, str], service: Server,
+                                        keys: dict[str, str]) -> None:
+    import json
+
+    db = ["--db", service.db]
+    added = json.loads(knockoff(env, "users", "add", "olga", "--role", "officer", *db,
+                                stdin="correct horse battery\n"))
+    assert added == {"user": "olga", "role": "officer"}
+    engine = store.connect(service.db)
+    assert store.verify_user(engine, "olga", "correct horse battery")["role"] == "officer"
+    json.loads(knockoff(env, "users", "disable", "olga", *db))
+    users = json.loads(knockoff(env, "users", "list", *db))["users"]
+    assert [(u["user"], u["disabled"]) for u in users] == [("olga", True)]
+    key = json.loads(knockoff(env, "platforms", "add", "epsilon", *db))["api_key"]
+    assert httpx.get(f"{service.url}/v1/batches", headers=auth(key)).status_code == 200
+    assert json.loads(knockoff(env, "platforms", "revoke", "epsilon", *db))["revoked"] is True
+    assert httpx.get(f"{service.url}/v1/batches", headers=auth(key)).status_code == 401
+    listed = json.loads(knockoff(env, "platforms", "list", *db))["platforms"]
+    assert {p["platform"]: p["revoked"] for p in listed}["epsilon"] is True
+    assert all(key not in json.dumps(p) for p in listed)
