@@ -121,7 +121,7 @@ def _count(typed_all: pl.LazyFrame, n_files: int) -> _FirstPass:
         pl.when(pl.col("listing_id").is_not_null()).then(pl.col("listing_id").hash(seed=0))
         .alias("_h"),
         (pl.col("_key") // KEY_STRIDE).cast(pl.Int32).alias("_file_index"),
-        pl.any_horizontal(pl.exclude("_reason").is_null()).alias("_touch"),  # decode all
+        "_touch",
         *nan_cols,
     )
     hashes: list[pl.Series] = []

@@ -28,7 +28,8 @@ _FUTURE_SLACK = timedelta(days=1)
 
 def typed(lf: pl.LazyFrame, path: Path, index: int, keep: tuple[str, ...]) -> pl.LazyFrame:
     """One file's rows in contract dtypes, with `_bad_<column>` (a value that did not fit),
-    `_nan_<column>` (NaN read as missing), `_ragged`, its file, row number and row key."""
+    `_nan_<column>` (NaN read as missing), `_ragged`, its file, row number and row key, and
+    `_touch` (depends on every stored column)."""
     schema = lf.collect_schema()
     exprs: list[pl.Expr] = [
         pl.lit(str(path)).alias("_file"),
@@ -54,6 +55,8 @@ def typed(lf: pl.LazyFrame, path: Path, index: int, keep: tuple[str, ...]) -> pl
     ragged = pl.col(EXTRA_FIELDS).is_not_null() if EXTRA_FIELDS in schema else pl.lit(False)
     exprs.append(ragged.alias("_ragged"))
     exprs.append(_as_text(pl.col("listing_id"), schema["listing_id"]).alias("_raw_listing_id"))
+    # every stored value decoded, nothing converted: what the first pass reads to find damage
+    exprs.append(pl.any_horizontal(pl.col(n).is_null() for n in schema.names()).alias("_touch"))
     exprs += [pl.col(k) for k in keep if k in schema]
     return lf.with_row_index("row_number", offset=1).select(exprs)
 
@@ -110,6 +113,8 @@ def _convert(expr: pl.Expr, source: pl.DataType, target: pl.DataType,
         nan = expr.cast(pl.Float64, strict=False).is_nan().fill_null(False)
         expr, present = pl.when(~nan).then(expr), present & ~nan
     parsed = _to_dtype(expr, source, target)
+    if target == pl.String() and source != pl.Binary():  # text always converts (and is long)
+        return parsed, pl.lit(False), nan
     bad = (present & parsed.is_null()).fill_null(False)
     return parsed, bad, nan
 
