@@ -74,7 +74,7 @@ def serve(env: dict[str, str], db: str, data: Path, workers: int) -> Iterator[tu
     try:
         for _ in range(600):
             if proc.poll() is not None:
-                raise SystemExit(f"server exited: {log.name}")
+                raise SystemExit(f"server exited: {Path(log.name).read_text()[-2000:]}")
             try:
                 httpx.get(f"{url}/health", timeout=2)
                 break
@@ -82,7 +82,8 @@ def serve(env: dict[str, str], db: str, data: Path, workers: int) -> Iterator[tu
                 time.sleep(0.2)
         yield url, proc.pid
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
 
