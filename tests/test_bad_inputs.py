@@ -79,8 +79,10 @@ def bundle(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         status = main(["train", "--catalog", str(path), "--config", str(config)])
+    summary = json.loads(stdout.getvalue().strip().splitlines()[-1])
     assert status == 0
-    return Path(json.loads(stdout.getvalue().strip().splitlines()[-1])["bundle"])
+    assert summary["rows"] == good.height + bad.height and summary["rows_rejected"] == 6
+    return Path(summary["bundle"])
 
 
 @pytest.mark.parametrize("case", BATCH_ERRORS, ids=lambda k: k.name)
