@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from knockoff.commands import UserError, _date, print_summary
+from knockoff.commands import UserError, _date, add_command, print_summary
 
 if TYPE_CHECKING:
     from serving.estimates import FlagEstimate, Interval
@@ -87,21 +87,14 @@ def add_label_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     """Register `labels export` and `report` on the `knockoff` parser's subparsers."""
     p = sub.add_parser("labels", help="officers' decisions as training labels")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = actions.add_parser(
-        "export", help="decided labels (counterfeit/genuine, first decisions) as Parquet",
-        description="Decided labels as Parquet: listing_id, platform, is_counterfeit, "
-        "decided_at, model_version, kind (flag|audit). Example: knockoff labels export "
-        "--since 2026-11-01 --out labels.parquet")
+    q = add_command(actions, "export", cmd_labels, "write officers' decided labels as Parquet "
+                    "(listing_id, platform, is_counterfeit, decided_at, model_version, kind)",
+                    "knockoff labels export --since 2026-11-01 --out labels.parquet")
     q.add_argument("--out", required=True, metavar="PATH", help="the labels file (.parquet)")
     q.add_argument("--since", type=_date, metavar="DATE",
                    help="only decisions made at or after DATE (ISO, UTC when no zone)")
     _db_option(q)
-    p.set_defaults(func=cmd_labels)
 
-    p = sub.add_parser(
-        "report", help="flag precision and recall per model version, with 95%% intervals",
-        description="Flag precision and recall of every scored listing per model version, "
-        "estimated from the flag and audit-sample decisions. Example: knockoff report --db "
-        "sqlite:///var/knockoff.db")
+    p = add_command(sub, "report", cmd_report, "estimated flag precision and recall per model "
+                    "version, with intervals", "knockoff report --db sqlite:///var/knockoff.db")
     _db_option(p)
-    p.set_defaults(func=cmd_report)
