@@ -105,7 +105,8 @@ def _sqlite_engine(url: str) -> Engine:
     path = sa.make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
+    # connections stay open (the pool outgrows the API thread pool): opening one runs PRAGMAs
+    engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_size=48, max_overflow=16)
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
