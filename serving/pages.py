@@ -4,10 +4,11 @@ unauthenticated `/review/...` answers 303 to /login; the wrong role gets a 403 p
 
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
@@ -18,7 +19,7 @@ TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 LOGIN_CSRF = "knockoff_login_csrf"
 REASON_CODES = ("trademark_copy", "price_and_photos", "seller_network", "authentic_goods",
                 "insufficient_evidence", "other")
-QUEUE_FILTERS = ("platform", "brand", "category", "seller", "model_version")
+Id = Annotated[int, PathParam(ge=1, le=2**53)]
 
 
 def _render(request: Request, name: str, session: auth.Session | None, status: int = 200,
@@ -83,7 +84,7 @@ def pages_router(engine: Engine, data_dir: Path) -> APIRouter:
         return _render(request, "queue.html", session, rows=rows, where=where, more=more)
 
     @router.get("/review/cases/{case_id}")
-    async def case(request: Request, case_id: int) -> Response:
+    async def case(request: Request, case_id: Id) -> Response:
         session = await _guard(engine, request)
         if isinstance(session, Response):
             return session
@@ -146,7 +147,7 @@ def _login_routes(router: APIRouter, engine: Engine) -> None:
 
 def _case_actions(router: APIRouter, engine: Engine) -> None:
     @router.post("/review/cases/{case_id}/claim")
-    async def claim(request: Request, case_id: int) -> Response:
+    async def claim(request: Request, case_id: Id) -> Response:
         session = await _guard(engine, request)
         if isinstance(session, Response):
             return session
@@ -157,7 +158,7 @@ def _case_actions(router: APIRouter, engine: Engine) -> None:
         return _back(f"/review/cases/{case_id}", "Claimed: the case is yours.")
 
     @router.post("/review/cases/{case_id}/decision")
-    async def decide(request: Request, case_id: int) -> Response:
+    async def decide(request: Request, case_id: Id) -> Response:
         session = await _guard(engine, request)
         if isinstance(session, Response):
             return session
@@ -217,7 +218,7 @@ def _supervisor_pages(router: APIRouter, engine: Engine) -> None:
                        approved=casework.list_takedowns(engine, "approved", 20))
 
     @router.post("/review/takedowns/{takedown_id}/approve")
-    async def approve(request: Request, takedown_id: int) -> Response:
+    async def approve(request: Request, takedown_id: Id) -> Response:
         session = await _guard(engine, request, "supervisor")
         if isinstance(session, Response):
             return session
@@ -227,6 +228,10 @@ def _supervisor_pages(router: APIRouter, engine: Engine) -> None:
             return _back("/review/takedowns", str(exc))
         return _back("/review/takedowns", f"Takedown {takedown_id} approved.")
 
+    _overview_pages(router, engine)
+
+
+def _overview_pages(router: APIRouter, engine: Engine) -> None:
     @router.get("/review/audit")
     async def audit(request: Request) -> Response:
         session = await _guard(engine, request, "supervisor")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
@@ -14,6 +15,7 @@ from serving import auth, casework, dsa, evidence, exports, store
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=64)]
+Id = Annotated[int, PathParam(ge=1, le=2**53)]  # database ids: larger ones do not exist
 
 
 class Credentials(BaseModel):
@@ -102,16 +104,16 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
         return Page(items=[_case_out(r) for r in rows], next=cursor)
 
     @router.get("/v1/cases/{case_id}")
-    def get_case(case_id: int, who: OfficerAuth) -> dict[str, Any]:
+    def get_case(case_id: Id, who: OfficerAuth) -> dict[str, Any]:
         return answer(evidence.case_view, engine, data_dir, case_id, who.officer)
 
     @router.post("/v1/cases/{case_id}/claim")
-    def claim(case_id: int, who: OfficerAuth) -> dict[str, Any]:
+    def claim(case_id: Id, who: OfficerAuth) -> dict[str, Any]:
         answer(casework.claim, engine, case_id, who.officer)
         return {"case_id": case_id, "status": "claimed", "claimed_by": who.officer.name}
 
     @router.post("/v1/cases/{case_id}/decision", status_code=201)
-    def decide(case_id: int, body: VerdictIn, who: OfficerAuth) -> dict[str, Any]:
+    def decide(case_id: Id, body: VerdictIn, who: OfficerAuth) -> dict[str, Any]:
         review = answer(casework.decide, engine, case_id, who.officer, body.domain())
         return {"case_id": case_id, "status": "decided", "review": review,
                 "verdict": body.verdict}
@@ -121,8 +123,14 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
         return {"decided": answer(casework.bulk_decide, engine, platform, seller_id,
                                   who.officer, body.domain())}
 
+    _supervisor_routes(router, engine, SupervisorAuth)
+    _exports(router, engine, OfficerAuth, SupervisorAuth)
+    return router
+
+
+def _supervisor_routes(router: APIRouter, engine: Engine, SupervisorAuth: Any) -> None:
     @router.post("/v1/cases/{case_id}/second-review", status_code=201)
-    def second_review(case_id: int, who: SupervisorAuth) -> dict[str, Any]:
+    def second_review(case_id: Id, who: SupervisorAuth) -> dict[str, Any]:
         answer(casework.request_second_review, engine, case_id, who.officer)
         return {"case_id": case_id, "second_review": "pending"}
 
@@ -138,7 +146,7 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
         return Page(items=casework.list_takedowns(engine, status), next=None)
 
     @router.post("/v1/takedowns/{takedown_id}/approve")
-    def approve(takedown_id: int, who: SupervisorAuth) -> dict[str, str]:
+    def approve(takedown_id: Id, who: SupervisorAuth) -> dict[str, str]:
         answer(casework.approve_takedown, engine, takedown_id, who.officer)
         return {"status": "approved"}
 
@@ -146,9 +154,6 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
     def audit(who: SupervisorAuth, after: Cursor = None, limit: Limit = 100) -> Page:
         rows, cursor = answer(casework.audit_page, engine, limit, after)
         return Page(items=rows, next=cursor)
-
-    _exports(router, engine, OfficerAuth, SupervisorAuth)
-    return router
 
 
 def _exports(router: APIRouter, engine: Engine, OfficerAuth: Any, SupervisorAuth: Any
