@@ -13,7 +13,7 @@ For each `--rows` size (a catalog `catalog_<rows>.parquet` in `--data`, generate
   every partition receives), per input row; the two outputs are checked to agree (row counts,
   flags, sum of scores);
 - the seller network's edge list (contacts and main images shared by 2 to 25 sellers), its
-  size per listing, and the peak memory of the connected components over it.
+  size per listing, and the peak memory of one `forest` (connected components) over all of it.
 
 Then the projection for 10B listings on 100 workers x 16 cores, from the largest size measured;
 every assumption is printed next to the figure. Run from the repo root:
@@ -44,7 +44,7 @@ KNOCKOFF = ROOT / ".venv" / "bin" / "knockoff"
 TARGET = {"listings": 10_000_000_000, "workers": 100, "cores": 16}
 NETWORK_GBPS_PER_WORKER = 10.0  # assumed NIC per worker (each byte shuffled crosses once)
 SCHEDULER_TASKS_PER_SECOND = 4_000  # Dask's documented order of magnitude (~200 us a task)
-BYTES_PER_EDGE_IN_MEMORY = 120  # measured below when the edge list is big enough to tell
+BYTES_PER_EDGE_IN_MEMORY = 120  # used when the measured growth is too small to tell
 
 
 def _ensure_catalog(data: Path, rows: int) -> Path:
@@ -114,31 +114,37 @@ def agree(local_out: Path, dask_out: Path) -> dict[str, Any]:
     return {"same_rows_and_flags": a[:2] == b[:2], "score_sum_diff": abs(a[2] - b[2])}
 
 
-def network_edges(catalog: Path, max_image_sellers: int = 25) -> dict[str, Any]:
-    """The seller network's edge list as the engines build it, and the memory of its
-    connected components (peak RSS of a child process doing only that)."""
-    code = f"""
-import resource, sys, time, polars as pl
-from features.network import seller_clusters
+def network_edges(catalog: Path, data: Path, max_image_sellers: int = 25) -> dict[str, Any]:
+    """The seller network's edge list as the engines build it (written to `data`), and the
+    peak memory growth of one `forest` over all of it, in a fresh process (the edges only)."""
+    edges_file = data / f"edges_{catalog.stem}.parquet"
+    build = f"""
+import polars as pl
 lf = pl.scan_parquet({str(catalog)!r}).select("seller_id", "seller_contact_hash",
     pl.col("image_hashes").list.first().alias("img"))
-def edges(col, kind):
-    pairs = lf.select("seller_id", pl.col(col).alias("node")).drop_nulls().unique()
-    shared = pairs.group_by("node").len().filter(pl.col("len").is_between(2,
-        {max_image_sellers} if kind == "i" else 10**12))
-    return pairs.join(shared, on="node", how="semi").with_columns(pl.lit(kind).alias("kind"))
-e = pl.concat([edges("seller_contact_hash", "c"), edges("img", "i")]).collect()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter(); c = seller_clusters(e); t = time.perf_counter() - t
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(e.height, c.height, round(t, 2), after - before, e.estimated_size())
+def edges(col, kind, most):
+    pairs = lf.select("seller_id", pl.format(kind + ":{{}}", col).alias("node")).drop_nulls()
+    shared = pairs.unique().group_by("node").len().filter(pl.col("len").is_between(2, most))
+    return pairs.unique().join(shared, on="node", how="semi")
+pl.concat([edges("seller_contact_hash", "c", 10**12),
+           edges("img", "i", {max_image_sellers})]).sink_parquet({str(edges_file)!r})
 """
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout.split()
-    edges, sellers, seconds, grew_kb, frame_bytes = (float(x) for x in out)
+    subprocess.run([sys.executable, "-c", build], check=True)
+    measure = f"""
+import resource, time, polars as pl
+from features.distributed import forest
+e = pl.read_parquet({str(edges_file)!r})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter(); f = forest([e]); t = time.perf_counter() - t
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(e.height, f.height, round(t, 2), after - before)
+"""
+    out = subprocess.run([sys.executable, "-c", measure], check=True, capture_output=True,
+                         text=True, cwd=ROOT).stdout.split()
+    edges, sellers, seconds, grew_kb = (float(x) for x in out)
     return {"edges": int(edges), "linked_sellers": int(sellers),
-            "components_seconds": seconds, "components_peak_growth_mb": round(grew_kb / 1024, 1),
-            "edge_frame_bytes_per_edge": round(frame_bytes / max(edges, 1), 1)}
+            "forest_seconds": seconds, "forest_peak_growth_mb": round(grew_kb / 1024, 1),
+            "forest_bytes_per_edge": round(grew_kb * 1024 / max(edges, 1))}
 
 
 def projection(rows: int, dask: dict[str, Any], net: dict[str, Any],
@@ -154,15 +160,21 @@ def projection(rows: int, dask: dict[str, Any], net: dict[str, Any],
     parts, buckets = n // partition_rows, 2 * workers
     tasks = parts * (10 + 6 * buckets)  # per partition: passes, getitems per bucket and kind
     scheduler = tasks / SCHEDULER_TASKS_PER_SECOND
-    edges = net["edges"] / rows * n
+    edges, linked = net["edges"] / rows * n, net["linked_sellers"] / rows * n
+    # a bucket's forest holds its edges; the last forests of the tree one row per linked seller
+    largest_forest = max(edges / buckets, linked)
+    measured = net["forest_bytes_per_edge"]
+    per_edge = measured if measured > 10 else BYTES_PER_EDGE_IN_MEMORY
     return {
         "per_core_rows_per_second": round(per_core),
         "compute_hours": round(compute / 3600, 2),
         "shuffle_tb": round(shuffled / 1e12, 2), "network_hours": round(network / 3600, 2),
         "tasks": tasks, "scheduler_hours": round(scheduler / 3600, 2),
         "total_hours_if_not_overlapped": round((compute + network + scheduler) / 3600, 2),
-        "edges_at_target": int(edges),
-        "components_memory_gb_at_target": round(edges * BYTES_PER_EDGE_IN_MEMORY / 1e9, 1),
+        "edges_at_target": int(edges), "linked_sellers_at_target": int(linked),
+        "bytes_per_edge": round(per_edge),
+        "largest_forest_memory_gb": round(largest_forest * per_edge / 1e9, 1),
+        "edges_one_worker_of_64gb_could_hold": int(32e9 / per_edge),
         "assumptions": [
             f"per-core throughput as measured here ({round(per_core)} rows/s/core, shared "
             "2-core machine) holds on a 16-core worker running 16 one-thread tasks",
@@ -171,8 +183,8 @@ def projection(rows: int, dask: dict[str, Any], net: dict[str, Any],
             f"{partition_rows:,} rows per partition, {buckets} buckets (2 per worker), "
             f"~{SCHEDULER_TASKS_PER_SECOND} tasks/s on one Dask scheduler",
             "edges grow linearly with listings (same seller mix, contact and photo sharing)",
-            f"~{BYTES_PER_EDGE_IN_MEMORY} bytes per edge for the components on one worker "
-            "(strings, ranks, COO and CSR matrices)",
+            f"~{round(per_edge)} bytes per edge or linked seller for a forest on one worker "
+            "(peak growth measured here, else a default), half of a 64 GB worker for it",
         ],
     }
 
@@ -183,6 +195,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--bundle", default=str(ROOT / "tests" / "data" / "golden" / "bundle"))
     parser.add_argument("--partition-rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-local", action="store_true",
+                        help="dask engine only (the local figures of an earlier run stand)")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
@@ -190,13 +204,14 @@ def main() -> None:
         catalog = _ensure_catalog(args.data, rows)
         local_out, dask_out = args.data / f"scale_local_{rows}.parquet", \
             args.data / f"scale_dask_{rows}"
-        local = run_local(catalog, local_out, args.bundle)
+        local = None if args.skip_local else run_local(catalog, local_out, args.bundle)
         dask = run_dask(catalog, dask_out, args.bundle, args.partition_rows)
-        net = network_edges(catalog)
-        results[str(rows)] = {"local": local, "dask": dask, "agree": agree(local_out, dask_out),
-                              "dask_over_local_wall": round(dask["seconds"] / local["seconds"],
-                                                            2),
-                              "network": net}
+        net = network_edges(catalog, args.data)
+        results[str(rows)] = {"local": local, "dask": dask, "network": net}
+        if local is not None:
+            results[str(rows)] |= {"agree": agree(local_out, dask_out),
+                                   "dask_over_local_wall": round(dask["seconds"]
+                                                                 / local["seconds"], 2)}
         print(json.dumps({rows: results[str(rows)]}), flush=True)
     largest = max(results, key=int)
     print(json.dumps({"projection_10B": projection(int(largest), results[largest]["dask"],

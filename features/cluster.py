@@ -32,23 +32,38 @@ class ClusterError(CatalogError):
     """The scheduler cannot be reached (the command line exits 2 with the message)."""
 
 
+def _frame_size(frame: pl.DataFrame) -> int:
+    return int(frame.estimated_size())
+
+
+def polars_sizes() -> None:
+    """Tell Dask how big a Polars frame is (it would count ~50 bytes, the Python object, and
+    neither spill nor report transfers right). Run on the client and on every worker."""
+    from dask.sizeof import sizeof
+
+    sizeof.register(pl.DataFrame)(_frame_size)
+
+
 @contextmanager
 def dask_client(scheduler: str | None = None) -> Iterator[Any]:
     """A client of the scheduler at `scheduler`, or of a LocalCluster of two one-thread worker
     processes on 127.0.0.1 (closed on exit)."""
     from distributed import Client, LocalCluster
 
+    polars_sizes()
     if scheduler:
         try:
             client = Client(scheduler, timeout="15s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
         with client:
+            client.run(polars_sizes)
             yield client
         return
     with LocalCluster(host="127.0.0.1", processes=True, n_workers=LOCAL_WORKERS,
                       threads_per_worker=1, dashboard_address=":0", env=WORKER_ENV,
                       silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+        client.run(polars_sizes)
         yield client
 
 
