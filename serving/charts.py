@@ -1,5 +1,6 @@
-"""Small inline SVG drawings for the pages: bar charts for the dashboard and the linked-sellers
-graph of the case page. Every text is escaped; colours pass WCAG AA contrast on white."""
+"""Small inline SVG drawings for the pages: bar and line charts for the dashboard and the
+linked-sellers graph of the case page. Every text is escaped; colours pass WCAG AA contrast
+on white."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from markupsafe import Markup, escape
 
 INK, BAR, ALERT, MUTED = "#1a1a1a", "#1f5fa8", "#a8321f", "#555555"
+PALETTE = (BAR, "#2e7d32", "#6a3d9a", "#8a5a00", MUTED)  # lines, each AA on white
 
 
 def bars(title: str, points: Sequence[tuple[str, float]], fmt: str = "{:.0f}",
@@ -57,5 +59,41 @@ def seller_graph(seller: str, linked: Sequence[dict[str, object]], size: int = 3
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="{colour}"/>'
                      f'<text x="{x:.1f}" y="{y + 22:.1f}" text-anchor="middle" font-size="10" '
                      f'fill="{INK}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def lines(title: str, series: dict[str, Sequence[float]], limit: float | None = None,
+          limit_label: str = "", width: int = 560, height: int = 200) -> Markup:
+    """One line per named series over its points in order (e.g. score PSI per batch, oldest
+    first), a dot on each point, and a dashed horizontal `limit` line (e.g. a warning level)."""
+    if not any(series.values()):
+        return Markup(f'<p class="empty">{escape(title)}: nothing yet.</p>')
+    top = max([*(v for values in series.values() for v in values), limit or 0.0]) * 1.1 or 1.0
+    n = max(len(values) for values in series.values())
+    step = (width - 60) / max(n - 1, 1)
+
+    def y(value: float) -> float:
+        return height - (height - 20) * value / top
+
+    parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height + 30}"'
+             f' width="100%" style="max-width:{width}px"><title>{escape(title)}</title>',
+             f'<line x1="20" y1="{height}" x2="{width - 40}" y2="{height}" stroke="{INK}"/>']
+    if limit is not None:
+        parts.append(f'<line x1="20" y1="{y(limit):.1f}" x2="{width - 40}" y2="{y(limit):.1f}" '
+                     f'stroke="{ALERT}" stroke-dasharray="6 4"/><text x="{width - 38}" '
+                     f'y="{y(limit) + 4:.1f}" font-size="11" fill="{ALERT}">'
+                     f'{escape(limit_label or format(limit, ".3f"))}</text>')
+    for k, (name, values) in enumerate(series.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        points = [(20 + i * step, y(v)) for i, v in enumerate(values)]
+        path = " ".join(f"{x:.1f},{py:.1f}" for x, py in points)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
+                     f'stroke-width="2"><title>{escape(name)}</title></polyline>')
+        parts.extend(f'<circle cx="{x:.1f}" cy="{py:.1f}" r="3" fill="{colour}"><title>'
+                     f'{escape(name)}: {v:.3f}</title></circle>'
+                     for (x, py), v in zip(points, values, strict=True))
+        parts.append(f'<text x="{20 + 110 * k}" y="{height + 22}" font-size="11" '
+                     f'fill="{colour}">■ {escape(name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -1,6 +1,7 @@
 """Records for regulators and for retraining: decisions as CSV, decided labels as Parquet, and
 the dashboard's figures (queue size and age, decisions per day, flag precision per model
-version and from the audit sample, officers' agreement on double-reviewed cases)."""
+version and from the audit sample, officers' agreement on double-reviewed cases, the population's
+flag precision and recall estimates, each platform's drift)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from serving.estimates import flag_estimates
+from serving.monitoring import drift_panel
 from serving.store import _utc, cases, decisions, now, platforms, users
 
 CSV_COLUMNS = ("decision_id", "case_id", "platform", "listing_id", "seller_id", "kind",
@@ -110,4 +113,6 @@ def dashboard(engine: Engine, days: int = 14) -> dict[str, Any]:
         "agreement": {"double_reviewed": len(pairs),
                       "agreed": sum(a == b for a, b in pairs),
                       "share": sum(a == b for a, b in pairs) / len(pairs) if pairs else None},
+        "estimates": [e.as_dict() for e in flag_estimates(engine)],  # unbiased, with intervals
+        "drift": drift_panel(engine),
     }

@@ -9,6 +9,7 @@ the cases, so a batch ends with one set of files and one case per listing whatev
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -26,8 +27,9 @@ import polars as pl
 from sqlalchemy.engine import Engine
 
 from features.catalog import CatalogError, read_catalog
-from serving import store
+from serving import monitoring, store
 from serving.distributed import score_upload
+from serving.drift import DriftReport
 from serving.scorer import DEFAULT_MODEL, ModelLoadError, Scorer
 from serving.tables import CASE_SNAPSHOT
 
@@ -145,7 +147,10 @@ class Worker:
         beat.start()
         folder = self.settings.batch_dir(batch.id)
         try:
-            counts, cases = self._score(batch, scorer)
+            counts, cases, drift = self._score(batch, scorer)
+            if drift is not None:  # before the batch is done, while the lease is still ours
+                monitoring.save_drift(self.engine, batch.id, self.name,
+                                      str(counts["model_version"]), drift)
         except CatalogError as exc:
             store.fail_batch(self.engine, batch.id, self.name, public_message(exc, folder))
         except (Exception, pl.exceptions.PanicException) as exc:
@@ -172,17 +177,21 @@ class Worker:
                 traceback.print_exc(file=sys.stderr)
 
     def _score(self, batch: store.Batch, scorer: Scorer
-               ) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]]]:
+               ) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]], DriftReport | None]:
         folder = self.settings.batch_dir(batch.id)
         upload = self.settings.data_dir / batch.upload_path
         _clear_outputs(folder, keep=upload)  # what a killed attempt may have left
-        summary = score_upload(upload, folder / "scores.parquet", scorer, self.settings.threads,
-                               self.settings.dask_rows, self.settings.dask_scheduler)
+        monitor = monitoring.BatchDrift.of(scorer)  # counts drift as the batch is scored
+        observed = dataclasses.replace(scorer, observer=monitor.add) if monitor else scorer
+        summary = score_upload(upload, folder / "scores.parquet", observed,
+                               self.settings.threads, self.settings.dask_rows,
+                               self.settings.dask_scheduler)
         counts = {k: summary[k] for k in ("rows", "scored", "rejected", "flagged",
                                           "model_version")}
         cases = case_frame(batch, upload, folder / "scores.parquet", scorer,
                            self.settings.audit_share)
-        return counts, _chunks(cases)
+        drift = monitoring.batch_report(monitor, folder / "scores.parquet", counts["scored"])
+        return counts, _chunks(cases), drift
 
 
 def _clear_outputs(folder: Path, keep: Path) -> None:

@@ -257,5 +257,10 @@ def _overview_pages(router: APIRouter, engine: Engine) -> None:
                 [(f"{p['kind']} v{p['model_version'].rsplit('/', 1)[-1]}", p["precision"])
                  for p in d["precision"]],
                 fmt="{:.2f}"),
+            "drift": charts.lines(
+                "Score PSI per batch, per platform (oldest first); dashed: the 0.2 warning",
+                {name: [b["score_psi"] for b in batches]
+                 for name, batches in d["drift"]["series"].items()},
+                limit=d["drift"]["threshold"]),
         }
         return _render(request, "dashboard.html", session, d=d, plots=plots)

@@ -65,6 +65,8 @@ class Scorer:
     model_version: str
     explain: PathContributions
     variants: Variants | None = None  # the bundle's schema variants (serving.variants)
+    # sees every scored feature table and its scores, e.g. to count drift (serving.monitoring)
+    observer: Callable[[pl.DataFrame, NDArray[np.float64]], None] | None = None
 
     @classmethod
     def load(cls, ref: str = DEFAULT_MODEL, threads: int = 2) -> Scorer:
@@ -133,6 +135,9 @@ class Scorer:
         if rows.size:
             words, names = top_reasons(self.explain(X[rows], self.bundle.threads), X[rows])
         clock.lap("reasons")
+        if self.observer is not None:
+            self.observer(features, score)
+            clock.lap("observer")
         n = len(X)
         scored = pl.DataFrame({
             "listing_id": features["listing_id"], "seller_id": features["seller_id"],

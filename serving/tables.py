@@ -103,3 +103,15 @@ audit_log = sa.Table(
     sa.Column("platform_id", sa.Integer),
     sa.Column("before", sa.JSON), sa.Column("after", sa.JSON),
 )
+batch_drift = sa.Table(  # one row per scored batch (serving.monitoring)
+    "batch_drift", metadata,
+    sa.Column("batch_id", sa.ForeignKey("batches.id"), primary_key=True),
+    sa.Column("platform_id", sa.ForeignKey("platforms.id"), nullable=False),
+    sa.Column("model_version", sa.String(100), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("score_psi", sa.Float, nullable=False),
+    sa.Column("feature_psi", sa.JSON, nullable=False),  # {feature: PSI}
+    sa.Column("warning", sa.Boolean, nullable=False),
+    sa.Column("computed_at", ts, nullable=False),
+    sa.Index("ix_batch_drift_platform", "platform_id", "computed_at"),
+)
