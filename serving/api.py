@@ -8,6 +8,7 @@ Every error is `{"detail": "..."}`; another platform's ids answer 404 like unkno
 import hashlib
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -92,23 +93,7 @@ def create_app(engine: Engine, settings: ServiceSettings,
                champion: ChampionWatch | None = None) -> FastAPI:
     app = FastAPI(title="Knockoff platform API", version="1")
     watch = champion or ChampionWatch()
-    bearer = HTTPBearer(auto_error=False)
-
-    def platform(credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                        Depends(bearer)]) -> store.Platform:
-        found = credentials and store.platform_for_key(engine, credentials.credentials)
-        if not found:
-            raise HTTPException(401, "invalid or missing API key",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return found
-
-    Auth = Annotated[store.Platform, Depends(platform)]
-
-    def owned(batch_id: str, who: store.Platform) -> store.Batch:
-        batch = store.get_batch(engine, who, batch_id)
-        if batch is None:
-            raise HTTPException(404, f"no batch {batch_id}")
-        return batch
+    Auth = Annotated[store.Platform, Depends(_authenticator(engine))]
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -131,6 +116,41 @@ def create_app(engine: Engine, settings: ServiceSettings,
         body = Submitted(batch_id=batch.id, status=batch.status).model_dump()  # type: ignore[arg-type]
         return JSONResponse(body, status_code=202 if created else 200,
                             headers={"Location": f"/v1/batches/{batch.id}"})
+
+    _batch_routes(app, engine, settings, Auth)
+
+    @app.get("/v1/notices", response_model=NoticePage, responses=_errors(401, 404))
+    def notices(who: Auth, after: Annotated[str | None, Query(max_length=64)] = None
+                ) -> NoticePage:
+        return NoticePage(**review.notice_page(engine, who, after))
+
+    app.include_router(review.router(engine, settings.data_dir))
+    return app
+
+
+def _authenticator(engine: Engine) -> Callable[..., store.Platform]:
+    """The dependency that turns `Authorization: Bearer <key>` into the platform, or 401."""
+    bearer = HTTPBearer(auto_error=False)
+
+    def platform(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                        Depends(bearer)]) -> store.Platform:
+        found = credentials and store.platform_for_key(engine, credentials.credentials)
+        if not found:
+            raise HTTPException(401, "invalid or missing API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+    return platform
+
+
+def _batch_routes(app: FastAPI, engine: Engine, settings: ServiceSettings, Auth: Any) -> None:
+    """Listing, status and result files of the authenticated platform's batches."""
+
+    def owned(batch_id: str, who: store.Platform) -> store.Batch:
+        batch = store.get_batch(engine, who, batch_id)
+        if batch is None:
+            raise HTTPException(404, f"no batch {batch_id}")
+        return batch
 
     @app.get("/v1/batches", response_model=BatchPage, responses=_errors(401, 404, 422))
     def batches(who: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -159,14 +179,6 @@ def create_app(engine: Engine, settings: ServiceSettings,
     def rejects(batch_id: str, who: Auth,
                 format: Literal["parquet", "csv"] = "parquet") -> FileResponse:
         return _result_file(settings, owned(batch_id, who), "scores.rejects", format)
-
-    @app.get("/v1/notices", response_model=NoticePage, responses=_errors(401, 404))
-    def notices(who: Auth, after: Annotated[str | None, Query(max_length=64)] = None
-                ) -> NoticePage:
-        return NoticePage(**review.notice_page(engine, who, after))
-
-    app.include_router(review.router(engine, settings.data_dir))
-    return app
 
 
 async def _submit(engine: Engine, settings: ServiceSettings, request: Request,
