@@ -29,8 +29,8 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/knockoff demo --out $(DEMO) --listings $(DEMO_LISTINGS)
-	if [ "$(DEMO_SERVE)" != 0 ]; then $(BIN)/python -m knockoff.demo_console $(DEMO); fi
+	$(BIN)/knockoff demo --out $(DEMO) --listings $(DEMO_LISTINGS) \
+		$(if $(filter 0,$(DEMO_SERVE)),,--serve)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -241,7 +241,8 @@ def cmd_drift(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from knockoff.demo import run_demo
 
-    print_summary(run_demo(args.out, args.listings, args.batch, progress=sys.stderr.isatty()))
+    print_summary(run_demo(args.out, args.listings, args.batch, progress=sys.stderr.isatty(),
+                           serve=args.serve))
 
 
 # ------------------------------------------------------------------ options
@@ -398,7 +399,7 @@ def _add_drift(sub: Any) -> None:
 
 def _add_demo(sub: Any) -> None:
     p = add_command(sub, "demo", cmd_demo, "the whole loop on synthetic data: generate, train, "
-                    "score, show flags with reasons",
+                    "score through the service, show flags with reasons",
                     "knockoff demo --out var/demo --listings 200000")
     p.add_argument("--out", default="var/demo", metavar="DIR",
                    help="working folder (default var/demo)")
@@ -406,6 +407,8 @@ def _add_demo(sub: Any) -> None:
                    help="training catalog size (default 1000000)")
     p.add_argument("--batch", type=_count, default=200_000, metavar="N",
                    help="size of the later batch to score (default 200000)")
+    p.add_argument("--serve", action="store_true",
+                   help="afterwards keep the officers' console open on 127.0.0.1 until Ctrl-C")
 
 
 def add_commands(sub: Any) -> None:

@@ -1,5 +1,6 @@
 """`knockoff demo`: the whole loop on synthetic data — generate a labelled catalog, train and
-register a model, score a later batch with the champion, and show the flags with reasons."""
+register a model, submit a later batch to the service over HTTP as a platform would, show the
+flags with reasons, and (with `serve`) leave the officers' console open."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import polars as pl
 
+from knockoff.commands import UserError
+from knockoff.demo_console import DemoService
 from serving import tracking
-from serving.scorer import DEFAULT_MODEL, score_catalog
 from synthetic.generate import generate_catalog
 from training.train import train
 
@@ -21,7 +23,7 @@ def _say(text: str) -> None:
 
 def run_demo(
     folder: str | Path = "var/demo", listings: int = 1_000_000, batch: int = 200_000,
-    seed: int = 7, progress: bool = True,
+    seed: int = 7, progress: bool = True, serve: bool = False,
 ) -> dict[str, object]:
     folder = Path(folder)
     start, days = date(2026, 1, 1), 180
@@ -42,16 +44,32 @@ def run_demo(
          f"{gain.difference:+.3f}, 95% interval {gain.low:+.3f} to {gain.high:+.3f}); "
          + ("promoted to champion" if result.promoted else
             f"champion stays {result.champion_before}"))
-    _say(f"4/4 scoring the batch with {DEFAULT_MODEL} -> {scores}")
-    summary = score_catalog(later, scores, progress=progress)
+    if tracking.champion(tracking.MODEL_NAME) is None:  # the service would wait for one
+        raise UserError(f"{result.model_version} was not promoted ({result.promotion_reason}) "
+                        "and there is no champion to score the batch with: run the demo with "
+                        "more --listings")
+    with DemoService(folder) as service:
+        _say(f"4/4 a platform submits the batch to the service at {service.url} "
+             "(HTTP, its own API key) and waits for its scores")
+        summary = service.submit(later)
+        service.download(summary["batch_id"], "scores", scores)
+        service.download(summary["batch_id"], "rejects", folder / "scores.rejects.parquet")
+        _report(scores, summary, result.run_id)
+        if serve:
+            service.serve_until_interrupted()
+    return {"train": result.summary(), "score": summary}
+
+
+def _report(scores: Path, summary: dict[str, object], run_id: str) -> None:
     top = (
         pl.scan_parquet(scores).filter("flagged").sort("score", descending=True).head(10)
         .collect()
     )
     lines = [
         "",
-        f"{summary['scored']:,} listings scored, {summary['flagged']:,} flagged "
-        f"(threshold {float(summary['threshold']):.3f}), {summary['rejected']:,} rejected.",
+        f"{summary['scored']:,} listings scored by {summary['model_version']}, "
+        f"{summary['flagged']:,} flagged, {summary['rejected']:,} rejected "
+        f"(batch {summary['batch_id']}).",
         "The most suspicious listings and why:",
     ]
     for row in top.iter_rows(named=True):
@@ -60,10 +78,9 @@ def run_demo(
     lines += [
         "",
         f"Scores and reasons: {scores}",
-        f"Rejected rows:      {summary['rejects']}",
-        f"Model card, plots:  MLflow run {result.run_id}; open the UI with",
+        f"Rejected rows:      {scores.with_name('scores.rejects.parquet')}",
+        f"Model card, plots:  MLflow run {run_id}; open the UI with",
         f"  .venv/bin/mlflow ui --backend-store-uri {tracking.tracking_uri()} "
         "--host 127.0.0.1 --port 5000",
     ]
     print("\n".join(lines), file=sys.stderr)
-    return {"train": result.summary(), "score": summary}

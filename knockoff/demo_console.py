@@ -1,8 +1,11 @@
-"""The end of `knockoff demo`: the scored batch in the officers' console, open to try.
+"""The service side of `knockoff demo`: a platform submits the later batch over HTTP, and the
+officers' console stays open to try.
 
-Serves the platform API and the officers' pages on 127.0.0.1 from the demo folder's own SQLite
-database, with one scoring worker; a demo platform submits the later batch over HTTP, and once
-it is scored the URL and the demo accounts' logins are printed. Serves until Ctrl-C."""
+`DemoService` serves the platform API and the officers' pages on a free 127.0.0.1 port from the
+demo folder's own SQLite database (fresh every run), with one scoring worker, a demo platform
+key and one officer and one supervisor with fresh passwords. `python -m knockoff.demo_console
+DIR` reopens the console of an earlier demo folder (its batch scored again into a fresh
+database)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import Any
 
 import httpx
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
 
 PARQUET = {"Content-Type": "application/vnd.apache.parquet"}
 
@@ -33,75 +34,103 @@ def _free_port(preferred: int = 8000) -> int:
         return int(sock.getsockname()[1])
 
 
-def _accounts(engine: Engine) -> dict[str, str]:
-    """A demo platform key and one officer and one supervisor with fresh passwords."""
-    from serving import store
+class DemoService:
+    """`with DemoService(folder) as service:` the service running in this process."""
 
-    logins = {}
-    for name in ("officer", "supervisor"):
-        logins[name] = secrets.token_urlsafe(9)
-        store.add_user(engine, name, name, logins[name], "demo")
-    logins["api_key"] = store.add_platform(engine, "demo", "demo")
-    return logins
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = ""
+        self.api_key = ""
+        self.logins: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
 
+    def __enter__(self) -> DemoService:
+        import uvicorn
 
-def _submit(url: str, key: str, batch: Path) -> None:
-    with batch.open("rb") as body:
-        answer = httpx.post(f"{url}/v1/batches", content=body.read(), timeout=600,
-                            headers={"Authorization": f"Bearer {key}", **PARQUET})
-    answer.raise_for_status()
-    where = f"{url}/v1/batches/{answer.json()['batch_id']}"
-    while (status := httpx.get(where, headers={"Authorization": f"Bearer {key}"}).json()
-           )["status"] not in ("done", "failed"):
-        time.sleep(0.5)
-    if status["status"] == "failed":
-        raise RuntimeError(f"the demo batch failed: {status['error']}")
+        from serving import store
+        from serving.api import create_app
+        from serving.jobs import ChampionWatch, ServiceSettings, Worker
 
+        for old in self.folder.glob("knockoff.db*"):  # a fresh console (and passwords) each run
+            old.unlink()
+        shutil.rmtree(self.folder / "service", ignore_errors=True)
+        engine = store.connect(f"sqlite:///{self.folder / 'knockoff.db'}")
+        settings = ServiceSettings(data_dir=self.folder / "service")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        champion = ChampionWatch()
+        threading.Thread(target=Worker(engine, settings, champion=champion).run,
+                         args=(self._stop,), daemon=True).start()
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._server = uvicorn.Server(uvicorn.Config(
+            create_app(engine, settings, champion), host="127.0.0.1", port=port,
+            log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the demo service could not start on {self.url}")
+            time.sleep(0.1)
+        for name in ("officer", "supervisor"):
+            self.logins[name] = secrets.token_urlsafe(9)
+            store.add_user(engine, name, name, self.logins[name], "demo")
+        self.api_key = store.add_platform(engine, "demo", "demo")
+        return self
 
-def serve_console(folder: Path, batch: Path) -> None:
-    """Score `batch` through the service and serve the officers' console until Ctrl-C."""
-    import uvicorn
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        self._stop.set()
 
-    from serving import store
-    from serving.api import create_app
-    from serving.jobs import ChampionWatch, ServiceSettings, Worker
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
-    for old in folder.glob("knockoff.db*"):  # a fresh console (and passwords) every demo
-        old.unlink()
-    shutil.rmtree(folder / "service", ignore_errors=True)
-    engine = store.connect(f"sqlite:///{folder / 'knockoff.db'}")
-    settings = ServiceSettings(data_dir=folder / "service")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    champion, stop = ChampionWatch(), threading.Event()
-    threading.Thread(target=Worker(engine, settings, champion=champion).run, args=(stop,),
-                     daemon=True).start()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings, champion),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.1)
-    logins = _accounts(engine)
-    _submit(url, logins.pop("api_key"), batch)
-    print("\nThe officers' console is open: " + f"{url}/login", file=sys.stderr)
-    for name, password in logins.items():
-        print(f"  log in as {name!r} with password {password!r}", file=sys.stderr)
-    print("Serving until Ctrl-C (make demo DEMO_SERVE=0 skips this).", file=sys.stderr,
-          flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    while thread.is_alive() and not done.wait(0.5):
-        pass
-    server.should_exit = True
-    thread.join(10)
-    stop.set()
+    def submit(self, batch: Path) -> dict[str, Any]:
+        """POST the batch as a platform would (streamed), wait until it is scored; its status."""
+        with batch.open("rb") as body:
+            answer = httpx.post(f"{self.url}/v1/batches", content=body, timeout=600,
+                                headers={**self._auth, **PARQUET})
+        if answer.status_code != 202:
+            raise RuntimeError(f"the service refused the demo batch: {answer.text}")
+        where = f"{self.url}/v1/batches/{answer.json()['batch_id']}"
+        while (status := httpx.get(where, headers=self._auth, timeout=60).json()
+               )["status"] not in ("done", "failed"):
+            time.sleep(0.5)
+        if status["status"] == "failed":
+            raise RuntimeError(f"the demo batch failed: {status['error']}")
+        return status
+
+    def download(self, batch_id: str, what: str, dest: Path) -> Path:
+        """The batch's `scores` or `rejects` (Parquet) as the platform gets them."""
+        with httpx.stream("GET", f"{self.url}/v1/batches/{batch_id}/{what}",
+                          headers=self._auth, timeout=600) as answer:
+            answer.raise_for_status()
+            with dest.open("wb") as out:
+                for chunk in answer.iter_bytes():
+                    out.write(chunk)
+        return dest
+
+    def serve_until_interrupted(self) -> None:
+        """Print the console's URL and logins, then serve until Ctrl-C (or SIGTERM)."""
+        print("\nThe officers' console is open: " + f"{self.url}/login", file=sys.stderr)
+        for name, password in self.logins.items():
+            print(f"  log in as {name!r} with password {password!r}", file=sys.stderr)
+        print("Serving until Ctrl-C (make demo DEMO_SERVE=0 skips this).", file=sys.stderr,
+              flush=True)
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        while self._thread is not None and self._thread.is_alive() and not done.wait(0.5):
+            pass
 
 
 def main() -> None:
-    """`python -m knockoff.demo_console DIR`: what `make demo` runs after `knockoff demo`."""
+    """`python -m knockoff.demo_console DIR`: reopen the console of a `knockoff demo` folder."""
     import json
 
     from knockoff.environment import quiet_environment
@@ -112,7 +141,9 @@ def main() -> None:
                                    "demo folder holding batch.parquet)"}))
         raise SystemExit(2)
     folder = Path(sys.argv[1])
-    serve_console(folder, folder / "batch.parquet")
+    with DemoService(folder) as service:
+        service.submit(folder / "batch.parquet")
+        service.serve_until_interrupted()
     print(json.dumps({"served": str(folder / "knockoff.db"), "stopped": True}))
 
 

@@ -1,4 +1,5 @@
-"""`knockoff demo` end to end on a small catalog: generate -> train -> score, real MLflow store."""
+"""`knockoff demo` end to end on a small catalog: generate -> train -> a platform submits the batch
+to the real service over HTTP -> flags with reasons; real MLflow store, real SQLite database."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
 from knockoff.cli import main
 
@@ -22,6 +24,13 @@ def test_demo_runs_the_whole_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert summary["score"]["scored"] == scores.height == 3000
     assert summary["train"]["model_version"] == "knockoff/1"
     assert summary["score"]["model_version"] == "knockoff/1"
+    assert summary["score"]["status"] == "done" and summary["score"]["batch_id"]
+    assert "submits the batch to the service at http://127.0.0.1:" in captured.err
+    db = sa.create_engine(f"sqlite:///{tmp_path / 'demo' / 'knockoff.db'}")
+    with db.connect() as conn:  # the service made one case per flagged listing
+        flag_cases = conn.execute(sa.text("select count(*) from cases where kind = 'flag'"))
+        assert flag_cases.scalar() == summary["score"]["flagged"]
+    assert pl.read_parquet(tmp_path / "demo" / "scores.rejects.parquet").height == 0
     flagged = scores.filter("flagged")
     assert flagged.height == summary["score"]["flagged"] > 0
     assert "The most suspicious listings and why" in captured.err
