@@ -63,37 +63,44 @@ def seller_graph(seller: str, linked: Sequence[dict[str, object]], size: int = 3
     return Markup("".join(parts))
 
 
-def lines(title: str, series: dict[str, Sequence[float]], limit: float | None = None,
-          limit_label: str = "", width: int = 560, height: int = 200) -> Markup:
-    """One line per named series over its points in order (e.g. score PSI per batch, oldest
-    first), a dot on each point, and a dashed horizontal `limit` line (e.g. a warning level)."""
-    if not any(series.values()):
+def lines(title: str, series: dict[str, Sequence[tuple[float, float]]],
+          limit: float | None = None, x_labels: tuple[str, str] = ("", ""),
+          width: int = 560, height: int = 200) -> Markup:
+    """One line per named series of (x, y) points (e.g. a batch's time as a timestamp and its
+    score PSI), x scaled over all series, a dot on each point, a dashed horizontal `limit` line
+    (e.g. a warning level) and `x_labels` under both ends of the x axis."""
+    points = [p for values in series.values() for p in values]
+    if not points:
         return Markup(f'<p class="empty">{escape(title)}: nothing yet.</p>')
-    top = max([*(v for values in series.values() for v in values), limit or 0.0]) * 1.1 or 1.0
-    n = max(len(values) for values in series.values())
-    step = (width - 60) / max(n - 1, 1)
+    top = max([*(y for _, y in points), limit or 0.0]) * 1.1 or 1.0
+    low, span = min(x for x, _ in points), (max(x for x, _ in points) - min(x for x, _ in points))
 
-    def y(value: float) -> float:
-        return height - (height - 20) * value / top
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (30 + (width - 100) * ((x - low) / span if span else 0.5),
+                height - (height - 20) * y / top)
 
-    parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height + 30}"'
+    parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height + 46}"'
              f' width="100%" style="max-width:{width}px"><title>{escape(title)}</title>',
-             f'<line x1="20" y1="{height}" x2="{width - 40}" y2="{height}" stroke="{INK}"/>']
+             f'<line x1="30" y1="{height}" x2="{width - 70}" y2="{height}" stroke="{INK}"/>'
+             f'<text x="24" y="{height + 4}" text-anchor="end" font-size="10" fill="{MUTED}">0'
+             f'</text><text x="30" y="{height + 16}" font-size="10" fill="{MUTED}">'
+             f'{escape(x_labels[0])}</text><text x="{width - 70}" y="{height + 16}" '
+             f'text-anchor="end" font-size="10" fill="{MUTED}">{escape(x_labels[1])}</text>']
     if limit is not None:
-        parts.append(f'<line x1="20" y1="{y(limit):.1f}" x2="{width - 40}" y2="{y(limit):.1f}" '
-                     f'stroke="{ALERT}" stroke-dasharray="6 4"/><text x="{width - 38}" '
-                     f'y="{y(limit) + 4:.1f}" font-size="11" fill="{ALERT}">'
-                     f'{escape(limit_label or format(limit, ".3f"))}</text>')
+        _, y = at(low, limit)
+        parts.append(f'<line x1="30" y1="{y:.1f}" x2="{width - 70}" y2="{y:.1f}" '
+                     f'stroke="{ALERT}" stroke-dasharray="6 4"/><text x="{width - 66}" '
+                     f'y="{y + 4:.1f}" font-size="11" fill="{ALERT}">{limit:g}</text>')
     for k, (name, values) in enumerate(series.items()):
         colour = PALETTE[k % len(PALETTE)]
-        points = [(20 + i * step, y(v)) for i, v in enumerate(values)]
-        path = " ".join(f"{x:.1f},{py:.1f}" for x, py in points)
+        placed = [at(x, y) for x, y in values]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in placed)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
                      f'stroke-width="2"><title>{escape(name)}</title></polyline>')
-        parts.extend(f'<circle cx="{x:.1f}" cy="{py:.1f}" r="3" fill="{colour}"><title>'
-                     f'{escape(name)}: {v:.3f}</title></circle>'
-                     for (x, py), v in zip(points, values, strict=True))
-        parts.append(f'<text x="{20 + 110 * k}" y="{height + 22}" font-size="11" '
+        parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>'
+                     f'{escape(name)}: {value:.3f}</title></circle>'
+                     for (x, y), (_, value) in zip(placed, values, strict=True))
+        parts.append(f'<text x="{30 + 110 * k}" y="{height + 38}" font-size="11" '
                      f'fill="{colour}">■ {escape(name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

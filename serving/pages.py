@@ -3,6 +3,7 @@ pending takedowns, audit log, dashboard. Forms carry the session's CSRF token; a
 unauthenticated `/review/...` answers 303 to /login; the wrong role gets a 403 page."""
 
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
 from serving import auth, casework, charts, evidence, exports
@@ -257,10 +259,16 @@ def _overview_pages(router: APIRouter, engine: Engine) -> None:
                 [(f"{p['kind']} v{p['model_version'].rsplit('/', 1)[-1]}", p["precision"])
                  for p in d["precision"]],
                 fmt="{:.2f}"),
-            "drift": charts.lines(
-                "Score PSI per batch, per platform (oldest first); dashed: the 0.2 warning",
-                {name: [b["score_psi"] for b in batches]
-                 for name, batches in d["drift"]["series"].items()},
-                limit=d["drift"]["threshold"]),
+            "drift": _drift_chart(d["drift"]),
         }
         return _render(request, "dashboard.html", session, d=d, plots=plots)
+
+
+def _drift_chart(drift: dict[str, Any]) -> Markup:
+    """Score PSI of each platform's batches over time, with the warning line."""
+    series = {name: [(datetime.fromisoformat(b["at"]).timestamp(), b["score_psi"])
+                     for b in batches] for name, batches in drift["series"].items()}
+    days = sorted(b["at"][:10] for batches in drift["series"].values() for b in batches)
+    return charts.lines(
+        f"Score PSI per batch and platform over time; dashed: the {drift['threshold']} warning",
+        series, limit=drift["threshold"], x_labels=(days[0], days[-1]) if days else ("", ""))

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import polars as pl
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from serving import monitoring, store
-from serving.drift import catalog_drift
+from serving.drift import bin_shares, catalog_drift, psi, reference_table
 from serving.exports import dashboard
 from serving.jobs import ChampionWatch, ServiceSettings, Worker
 from serving.scorer import Scorer, score_catalog
@@ -76,6 +78,24 @@ def test_drift_counted_while_scoring_is_the_drift_of_the_whole_batch(
     assert counted.psi.keys() == whole.psi.keys()
     for name, value in whole.psi.items():
         assert counted.psi[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_a_batch_scored_elsewhere_gets_the_score_psi_from_its_scores_file(
+        tmp_path: Path) -> None:
+    """The Dask engine's workers carry no observer: the score's PSI comes from the scores
+    file, features are left out, and a batch without a scored row has no drift."""
+    rng = np.random.default_rng(3)
+    reference = reference_table(pl.DataFrame({"a": rng.normal(size=2000)}), rng.random(2000))
+    scores = rng.random(500) ** 2
+    pl.DataFrame({"score": scores}).write_parquet(tmp_path / "scores.parquet")
+    assert monitoring.batch_report(monitoring.BatchDrift(reference), tmp_path / "x", 0) is None
+    report = monitoring.batch_report(monitoring.BatchDrift(reference),
+                                     tmp_path / "scores.parquet", 500)
+    assert report is not None and report.psi == {} and report.rows == 500
+    cuts, shares = reference.row(1)[1:]
+    assert report.score_psi == pytest.approx(
+        psi(np.asarray(shares), bin_shares(scores, np.asarray(cuts))), abs=1e-12)
+    assert report.score_psi > 0.1  # squared uniform scores against uniform ones
 
 
 def test_every_scored_batch_has_its_drift_and_platforms_do_not_see_it(
