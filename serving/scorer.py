@@ -221,6 +221,7 @@ def score_catalog(
     scorer = scorer or Scorer.load(model, threads=threads)
     clock.lap("load_model")
     catalog = read_catalog(source, currency=scorer.state.currency)
+    refuse_overwriting_inputs((out, rejects_path(out)), source, catalog.files)
     clock.lap("read_catalog")  # the first pass: row count and duplicate ids
     plan = scorer.plan(catalog)
     rows = plan.rows if plan else catalog.rows
@@ -229,7 +230,6 @@ def score_catalog(
     total = int(aggregates.sellers["seller_listings"].sum())
     clock.lap("aggregates")
 
-    refuse_overwriting_inputs((out, rejects_path(out)), source, catalog.files)
     counts = {"scored": 0, "flagged": 0}
     bar = tqdm(total=total, unit="row", unit_scale=True, desc="scoring", disable=not progress,
                file=sys.stderr)
@@ -242,23 +242,16 @@ def score_catalog(
     # Both files are written under unique temporary names and renamed only when both are
     # complete, rejects first: whoever finds the scores finds their rejects beside them.
     with publishing(rejects_path(out), out) as (rejects_tmp, out_tmp), bar:
-        with pl.Config(streaming_chunk_size=chunk_rows):
-            query = scorer.scored(rows, aggregates, reasons_as_text=fmt == "csv",
-                                  on_batch=count, seconds=seconds)
-            if fmt == "csv":
-                query.sink_csv(out_tmp, engine="streaming")
-            else:
-                query.sink_parquet(out_tmp, compression="zstd", engine="streaming")
+        query = scorer.scored(rows, aggregates, reasons_as_text=fmt == "csv", on_batch=count,
+                              seconds=seconds)
+        _sink(query, out_tmp, fmt, chunk_rows)
         scored, flagged = counts["scored"], counts["flagged"]
         if scored != total:  # every valid row must come out scored; never lose one silently
             raise CatalogError(f"{source}: scored {scored} rows but the batch has {total} "
                                "valid rows")
         # features and writing run inside Polars alongside scoring: they are the rest of this
         clock.lap("scoring")
-        if catalog.rows_read == scored:  # every row was valid: no need to read the batch again
-            rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
-        else:
-            rejects = catalog.rejects.sort("file", "row_number").collect(engine="streaming")
+        rejects = _rejects(catalog, scored)
         write_frame(rejects, rejects_tmp, fmt)
     clock.lap("rejects")
     return {
@@ -271,3 +264,19 @@ def score_catalog(
         **(plan.summary() if plan else {}),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
+
+
+def _sink(query: pl.LazyFrame, path: Path, fmt: str, chunk_rows: int) -> None:
+    """Run the scoring query into Polars' own streaming sink (it pulls batches as it writes)."""
+    with pl.Config(streaming_chunk_size=chunk_rows):
+        if fmt == "csv":
+            query.sink_csv(path, engine="streaming")
+        else:
+            query.sink_parquet(path, compression="zstd", engine="streaming")
+
+
+def _rejects(catalog: Catalog, scored: int) -> pl.DataFrame:
+    """The batch's bad rows, in file and row order; no second read when every row was valid."""
+    if catalog.rows_read == scored:
+        return pl.DataFrame(schema=REJECTS_SCHEMA)
+    return catalog.rejects.sort("file", "row_number").collect(engine="streaming")
