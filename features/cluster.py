@@ -18,7 +18,15 @@ import polars as pl
 
 from features.catalog import read_catalog
 from features.contract import LABEL, SCHEMA, CatalogError
-from features.distributed import Part, ShuffledBatch, _open, checked_part, shuffled_batch
+from features.distributed import (
+    PARTITION_ROWS,
+    Part,
+    ShuffledBatch,
+    _open,
+    checked_part,
+    list_parts,
+    shuffled_batch,
+)
 from features.outputs import refuse_overwriting_inputs
 from features.pipeline import build_features
 from features.state import DEFAULT_CURRENCY, FeatureState, fit_state
@@ -155,8 +163,8 @@ def feature_table_dask(source: str | Path, out: str | Path, *, scheduler: str | 
     state, fitted = _feature_state(source, state_path)
     now = datetime.now(UTC)
     with dask_client(scheduler) as client:
-        options = {"target_rows": partition_rows} if partition_rows else {}
-        batch = shuffled_batch(client, source, state, now, **options)
+        parts = list_parts(source, partition_rows or PARTITION_ROWS)
+        batch = shuffled_batch(client, parts, state, now)
         present, _, extra = contract_columns(batch.parts)
         keep = ("listing_id", "seller_id", "listed_at", "category") + (
             (LABEL,) if LABEL in present else ())

@@ -38,17 +38,20 @@ from features.state import FeatureState
 
 PARTITION_ROWS = 1_000_000  # rows per partition (whole row groups are never split)
 _DUP_SCHEMA = {"listing_id": pl.String, "_first_key": pl.Int64}
+_DTYPES = {c.name: c.dtype for c in LISTING_COLUMNS}
 
 
 @dataclass(frozen=True)
 class Part:
-    """One partition: row groups `row_groups` of file number `index`, after `offset` rows."""
+    """One partition: row groups `row_groups` of file number `index`, after `offset` rows;
+    `hidden`: input columns nulled on its valid rows (its file's schema variant lacks them)."""
 
     file: str
     index: int
     row_groups: tuple[int, ...]
     offset: int
     rows: int
+    hidden: tuple[str, ...] = ()
 
 
 def _filesystem(source: str) -> tuple[Any, bool]:
@@ -129,6 +132,15 @@ def _typed_part(part: Part, columns: Sequence[str] | None = None) -> pl.LazyFram
         pl.lit(part.file).alias("_file"), pl.col("row_number") + shift, pl.col("_key") + shift)
 
 
+def filled_columns(part: Part, columns: Sequence[str]) -> dict[str, bool]:
+    """Of `columns`, those the partition's file has, each with whether a row of the partition
+    holds a value (typed as validation types it: NaN in an optional number is no value)."""
+    stored = [c for c in columns if c in _open(part.file).schema_arrow.names]
+    found = _typed_part(part, ["listing_id", *stored]).select(
+        pl.col(c).is_not_null().any() for c in stored).collect()
+    return {c: bool(found[c].item()) for c in stored}
+
+
 # ------------------------------------------------------------------ pass 1: duplicate ids
 
 
@@ -147,13 +159,16 @@ def _duplicates(pieces: list[pl.DataFrame]) -> pl.DataFrame:
 def checked_part(part: Part, files: Sequence[str], duplicates: pl.DataFrame, currency: str,
                  now: datetime) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     """(good rows, rejects, NaN read as missing per column) of one partition, as
-    `read_catalog` splits them for the batch."""
+    `read_catalog` splits them for the batch; `part.hidden` nulled on the good rows after
+    validation, as the local engine's schema plan nulls them."""
     rows = _typed_part(part).with_columns(reason(currency, now).alias("_reason"))
     mine = duplicates.filter(pl.col("_first_key") // KEY_STRIDE <= part.index)
     if not mine.is_empty():
         rows = _mark_duplicates(rows, mine, [Path(f) for f in files])
     checked = rows.collect()
     good = checked.filter(pl.col("_reason").is_null()).select(c.name for c in LISTING_COLUMNS)
+    if part.hidden:
+        good = good.with_columns(pl.lit(None, _DTYPES[c]).alias(c) for c in part.hidden)
     rejects = checked.filter(pl.col("_reason").is_not_null()).select(
         pl.col("_file").alias("file"), "row_number",
         pl.col("_raw_listing_id").alias("listing_id"), pl.col("_reason").alias("reason"),
@@ -331,12 +346,10 @@ def shuffle(client: Any, producers: list[Any], buckets: int,
             for b in range(buckets)]
 
 
-def shuffled_batch(client: Any, source: str | Path, state: FeatureState, now: datetime,
-                   *, buckets: int | None = None,
-                   target_rows: int = PARTITION_ROWS) -> ShuffledBatch:
-    """Passes 1 and 2 (see the module docstring) on the cluster, with `buckets` reducers per
-    key (default two per worker)."""
-    parts = list_parts(source, target_rows)
+def shuffled_batch(client: Any, parts: list[Part], state: FeatureState, now: datetime,
+                   *, buckets: int | None = None) -> ShuffledBatch:
+    """Passes 1 and 2 (see the module docstring) over the batch's partitions (`list_parts`)
+    on the cluster, with `buckets` reducers per key (default two per worker)."""
     buckets = buckets or 2 * max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     files = list(dict.fromkeys(p.file for p in parts))
     id_pieces = client.map(_id_buckets, parts, buckets=buckets, pure=False)

@@ -5,7 +5,13 @@ The bundle's files are sent to every worker once; each worker process writes the
 temp folder and loads the bundle once (`worker_scorer`, cached per process) and scores a
 partition at a time through `Scorer.scored`, the local engine's streaming query, sunk to its
 own `part-*.parquet`: a worker holds one partition (1M rows by default) and the aggregate rows
-that partition joins, whatever the batch size."""
+that partition joins, whatever the batch size.
+
+A bundle with schema variants is planned per file as the local engine plans it
+(`serving.variants`): a pass over every partition's optional columns finds which ones each
+file fills, each file gets the variant `Variants.pick` chooses, its partitions carry the
+columns that variant lacks (nulled on their valid rows before the aggregates and the
+features) and are scored by that variant."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import hashlib
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +37,25 @@ from features.cluster import (
     rejects_folder,
     run_parts,
 )
-from features.distributed import Part, checked_part, shuffled_batch
+from features.distributed import (
+    PARTITION_ROWS,
+    Part,
+    checked_part,
+    filled_columns,
+    list_parts,
+    shuffled_batch,
+)
 from features.outputs import publishing, refuse_overwriting_inputs, rejects_path
 from serving.scorer import Scorer, score_catalog
 from serving.tracking import DEFAULT_MODEL
+from serving.variants import (
+    GROUPS,
+    ROW_LEVEL_GROUPS,
+    SchemaPlan,
+    Variants,
+    absent_columns,
+    absent_groups,
+)
 
 _SCORERS: dict[tuple[str, str, int], Scorer] = {}
 
@@ -79,10 +101,43 @@ def worker_scorer(shipped: ShippedBundle, threads: int) -> Scorer:
     return _SCORERS[key]
 
 
+@dataclass(frozen=True)
+class PlannedParts:
+    """The partitions of a bundle with variants, each carrying the input columns its file's
+    variant lacks; `keys[i]`: the variant of file number i; `plan`: the summary's side."""
+
+    parts: list[Part]
+    keys: tuple[str, ...]
+    plan: SchemaPlan
+
+
+def plan_parts(client: Any, parts: list[Part], variants: Variants) -> PlannedParts:
+    """Each file's variant, picked as `serving.variants.plan_catalog` picks it: an optional
+    column is absent when the file lacks it or (outside ROW_LEVEL_GROUPS) no row fills it."""
+    optional, row_level = absent_columns(GROUPS), set(absent_columns(ROW_LEVEL_GROUPS))
+    found = client.gather(client.map(filled_columns, parts, columns=optional, pure=False))
+    files = list(dict.fromkeys(p.file for p in parts))
+    filled: list[dict[str, bool]] = [{} for _ in files]
+    for part, columns in zip(parts, found, strict=True):
+        for column, any_value in columns.items():
+            filled[part.index][column] = filled[part.index].get(column, False) or any_value
+    picked = [variants.pick(absent_groups(
+        c for c in optional if c not in sent or (c not in row_level and not sent[c])))
+        for sent in filled]
+    hidden = [absent_columns(v.absent) for v in picked]
+    plan = SchemaPlan(pl.LazyFrame(),  # the rows stay on the cluster
+                      {f: v.key for f, v in zip(files, picked, strict=True)},
+                      {v.key: v.bundle.threshold for v in picked})
+    return PlannedParts([replace(p, hidden=hidden[p.index]) for p in parts],
+                        tuple(v.key for v in picked), plan)
+
+
 def _score_part(number: int, part: Part, files: list[str], duplicates: pl.DataFrame,
                 aggregates: Any, shipped: ShippedBundle, threads: int, now: datetime,
-                folders: tuple[Path, Path]) -> dict[str, Any]:
+                folders: tuple[Path, Path], keys: Sequence[str]) -> dict[str, Any]:
     scorer = worker_scorer(shipped, threads)
+    if keys:
+        scorer = scorer.with_variant(keys[part.index])
     good, rejects, nan = checked_part(part, files, duplicates, scorer.state.currency, now)
     counts = {"scored": 0, "flagged": 0}
 
@@ -108,8 +163,11 @@ def score_catalog_dask(
     scorer = scorer or Scorer.load(model, threads=threads)  # fails here, not on every worker
     now = datetime.now(UTC)
     with dask_client(scheduler) as client:
-        options = {"target_rows": partition_rows} if partition_rows else {}
-        batch = shuffled_batch(client, source, scorer.state, now, **options)
+        parts = list_parts(source, partition_rows or PARTITION_ROWS)
+        planned = plan_parts(client, parts, scorer.variants) if scorer.variants else None
+        if planned is not None:
+            parts = planned.parts
+        batch = shuffled_batch(client, parts, scorer.state, now)
         _, absent, extra = contract_columns(batch.parts)
         targets = (rejects_folder(out), out)
         if "://" not in source:
@@ -117,7 +175,7 @@ def score_catalog_dask(
         with publishing_folders(*targets) as (rejects_tmp, out_tmp):
             shipped = client.scatter(ShippedBundle.of(scorer), broadcast=True)
             counts = run_parts(client, batch, _score_part, shipped, threads, now,
-                               (out_tmp, rejects_tmp))
+                               (out_tmp, rejects_tmp), planned.keys if planned else ())
             total = {k: sum(c[k] for c in counts) for k in ("scored", "flagged", "valid",
                                                               "rejected")}
             if total["scored"] != total["valid"]:
@@ -128,7 +186,9 @@ def score_catalog_dask(
         "rows": total["scored"] + total["rejected"], "model_version": scorer.model_version,
         "threshold": scorer.threshold, "out": str(out), "rejects": str(rejects_folder(out)),
         "ignored_columns": extra, "absent_columns": absent,
-        "nan_as_missing": nan_totals(counts), "engine": "dask", "partitions": len(batch.parts),
+        "nan_as_missing": nan_totals(counts),
+        **(planned.plan.summary() if planned else {}),
+        "engine": "dask", "partitions": len(batch.parts),
         "seconds": {"total": round(time.perf_counter() - started, 2)},
     }
 

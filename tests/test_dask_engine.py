@@ -1,7 +1,8 @@
 """The Dask engine against the local one on a 2-worker LocalCluster (127.0.0.1, one thread each):
 the same features, scores, flags, reasons and rejects on a catalog written as several files of
-several row groups (sellers, rings and duplicate ids split across partitions), and a Dask
-trained model as good as a locally trained one on the validation window."""
+several row groups (sellers, rings and duplicate ids split across partitions), the same schema
+variant per file as the local engine, and a Dask trained model as good as a locally trained one
+on the validation window."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from knockoff.cli import main
 from serving.bundle import Bundle
 from serving.distributed import score_catalog_dask, score_upload
 from serving.scorer import Scorer, score_catalog
+from serving.variants import FULL, absent_columns, schema_key
 from synthetic.generate import generate_catalog
+from tests.serving.variants_world import SPARSE, build_world
 from training.config import TrainConfig
 from training.dataset import labels, matrix, prepare
 from training.distributed import dask_fit_step, early_stopping_rounds
@@ -92,6 +95,45 @@ def test_scores_equal_the_local_engine(batch: Path, scheduler: str, tmp_path: Pa
     expected = pl.read_parquet(tmp_path / "local.parquet")
     got = pl.read_parquet(tmp_path / "dask" / "*.parquet")
     assert expected["flagged"].sum() > 100
+    assert np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-6
+    assert_frame_equal(got.drop("score"), expected.drop("score"))
+    assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
+                       pl.read_parquet(tmp_path / "local.rejects.parquet"))
+
+
+@pytest.fixture(scope="module")
+def two_schemas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a bundle with schema variants, a folder of two files of its later batch): a.parquet
+    with every column, b.parquet without description, list_price and the image columns; rows
+    dealt at random, so sellers span both files; a bad row and an id of a repeated in b."""
+    world = build_world(tmp_path_factory.mktemp("variants"), listings=15_000, batch=6_000)
+    folder = world.batch.parent / "two"
+    folder.mkdir()
+    rows = pl.read_parquet(world.batch).sample(fraction=1.0, shuffle=True, seed=2)
+    a, b = rows.head(3_000), rows.tail(3_000).drop("description", "list_price",
+                                                  *absent_columns(("images",)))
+    bad = b.head(1).with_columns(pl.lit("BAD1").alias("listing_id"), pl.lit(-2.0).alias("price"))
+    b = pl.concat([b, bad, a.slice(7, 1).select(b.columns)])
+    for name, frame in (("a", a), ("b", b)):
+        frame.write_parquet(folder / f"{name}.parquet", row_group_size=1_000)
+    return world.served, folder
+
+
+def test_each_file_is_scored_by_the_local_engines_variant(
+        two_schemas: tuple[Path, Path], scheduler: str, tmp_path: Path) -> None:
+    bundle, folder = two_schemas
+    local = score_catalog(folder, tmp_path / "local.parquet", model=str(bundle), threads=1)
+    dask = score_catalog_dask(folder, tmp_path / "dask", model=str(bundle), scheduler=scheduler,
+                              partition_rows=800)
+    assert dask["partitions"] == 7 and dask["rejected"] == 2
+    assert local["schema_by_file"] == {str(folder / "a.parquet"): FULL,
+                                       str(folder / "b.parquet"): schema_key(SPARSE)}
+    for key in ("scored", "rejected", "flagged", "schema", "schema_by_file",
+                "schema_thresholds", "threshold"):
+        assert dask[key] == local[key], key
+    expected = pl.read_parquet(tmp_path / "local.parquet")
+    got = pl.read_parquet(tmp_path / "dask" / "*.parquet")
+    assert expected["flagged"].sum() > 50
     assert np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-6
     assert_frame_equal(got.drop("score"), expected.drop("score"))
     assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
