@@ -230,7 +230,7 @@ def cmd_drift(args: argparse.Namespace) -> None:
             scorer.model_version)
     if report.warning:
         print(f"knockoff drift: warning: {args.input} has drifted from {scorer.model_version}'s "
-              f"training window (PSI > {args.threshold}): {report.describe()}; drifted "
+              f"reference window (PSI > {args.threshold}): {report.describe()}; drifted "
               f"features: {', '.join(report.drifted) or 'none'}", file=sys.stderr)
     else:
         print(f"knockoff drift: {args.input}: no PSI above {args.threshold}; "
@@ -384,7 +384,7 @@ def _share(text: str) -> float:
 
 def _add_drift(sub: Any) -> None:
     p = add_command(sub, "drift", cmd_drift, "population stability (PSI) of a batch's features "
-                    "and scores against the model's training window",
+                    "and scores against the reference its model was trained with",
                     "knockoff drift batch.parquet --model models:/knockoff/3 --log")
     p.add_argument("input", metavar="INPUT", help="catalog file or folder (.parquet, .csv, .jsonl)")
     p.add_argument("--model", metavar="REF", help="bundle folder, runs:/RUN/bundle or "
