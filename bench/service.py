@@ -170,8 +170,8 @@ def bench_upload(env: dict[str, str], root: Path, batch: Path, gigabytes: float
             "rss_growth_mb": round((peak[0] - base) / 1e6)}
 
 
-async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int
-                ) -> list[float]:
+async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int,
+                interval: float) -> list[float]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"},
@@ -182,20 +182,32 @@ async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int
                 answer = await client.get(f"{url}/v1/batches/{batch_id}")
                 answer.raise_for_status()
                 latencies.append(time.perf_counter() - started)
+                if interval:  # a client polling every `interval` s, not hammering
+                    await asyncio.sleep(max(0.0, interval - latencies[-1]))
 
         await asyncio.gather(*(one() for _ in range(clients)))
     return latencies
 
 
-def bench_poll(env: dict[str, str], root: Path, batch: Path, seconds: float, clients: int
-               ) -> dict[str, Any]:
+def bench_poll(env: dict[str, str], root: Path, batch: Path, seconds: float, clients: int,
+               interval: float = 1.0) -> dict[str, Any]:
+    """`clients` polling one batch's status every `interval` s (as a platform's client does),
+    and with no pause at all (a saturation test), while another batch is being scored."""
+    return {f"every_{interval:g}s": _bench_poll(env, root / "paced", batch, seconds, clients,
+                                                 interval),
+            "no_pause": _bench_poll(env, root / "hammer", batch, seconds, clients, 0.0)}
+
+
+def _bench_poll(env: dict[str, str], root: Path, batch: Path, seconds: float, clients: int,
+                interval: float) -> dict[str, Any]:
+    root.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{root / 'poll.db'}"
     key = knockoff(env, "platforms", "add", "bench", "--db", db)["api_key"]
     with serve(env, db, root / "poll-data", workers=1) as (url, _pid):
         watched = submit(url, key, batch)
         scoring = submit(url, key, batch)  # scored while the clients poll
         wait_done(url, key, watched)
-        latencies = sorted(asyncio.run(_poll(url, key, watched, seconds, clients)))
+        latencies = sorted(asyncio.run(_poll(url, key, watched, seconds, clients, interval)))
         status = httpx.get(f"{url}/v1/batches/{scoring}",
                            headers={"Authorization": f"Bearer {key}"}).json()["status"]
     ms = [x * 1000 for x in latencies]
