@@ -50,11 +50,10 @@ from serving.scorer import Scorer, score_catalog
 from serving.tracking import DEFAULT_MODEL
 from serving.variants import (
     GROUPS,
-    ROW_LEVEL_GROUPS,
     SchemaPlan,
     Variants,
     absent_columns,
-    absent_groups,
+    groups_not_fed,
 )
 
 _SCORERS: dict[tuple[str, str, int], Scorer] = {}
@@ -113,17 +112,15 @@ class PlannedParts:
 
 def plan_parts(client: Any, parts: list[Part], variants: Variants) -> PlannedParts:
     """Each file's variant, picked as `serving.variants.plan_catalog` picks it: an optional
-    column is absent when the file lacks it or (outside ROW_LEVEL_GROUPS) no row fills it."""
-    optional, row_level = absent_columns(GROUPS), set(absent_columns(ROW_LEVEL_GROUPS))
-    found = client.gather(client.map(filled_columns, parts, columns=optional, pure=False))
+    file's optional columns are gathered over its partitions, then `groups_not_fed`."""
+    found = client.gather(client.map(filled_columns, parts, columns=absent_columns(GROUPS),
+                                     pure=False))
     files = list(dict.fromkeys(p.file for p in parts))
     filled: list[dict[str, bool]] = [{} for _ in files]
     for part, columns in zip(parts, found, strict=True):
         for column, any_value in columns.items():
             filled[part.index][column] = filled[part.index].get(column, False) or any_value
-    picked = [variants.pick(absent_groups(
-        c for c in optional if c not in sent or (c not in row_level and not sent[c])))
-        for sent in filled]
+    picked = [variants.pick(groups_not_fed(sent)) for sent in filled]
     hidden = [absent_columns(v.absent) for v in picked]
     plan = SchemaPlan(pl.LazyFrame(),  # the rows stay on the cluster
                       {f: v.key for f, v in zip(files, picked, strict=True)},

@@ -140,9 +140,16 @@ def file_schemas(files: tuple[Path, ...], fmt: str) -> list[frozenset[str]]:
     found = pl.collect_all([typed(lf, f, i, ()).select(
         pl.col(c).is_not_null().any() for c in optional)
         for i, (f, lf) in enumerate(zip(files, scans, strict=True))], engine="streaming")
-    return [absent_groups(c for c in optional if c not in names
-                          or (c not in _ROW_LEVEL and not frame[c].item()))
+    return [groups_not_fed({c: bool(frame[c].item()) for c in optional if c in names})
             for names, frame in zip(sent, found, strict=True)]
+
+
+def groups_not_fed(filled: dict[str, bool]) -> frozenset[str]:
+    """The optional groups a file cannot feed, from its optional columns (keys) and whether any
+    row fills each (values): a column counts as absent when the file lacks it or, outside
+    ROW_LEVEL_GROUPS, no row fills it. The one rule both engines pick variants by."""
+    return absent_groups(c for c in absent_columns(GROUPS)
+                         if c not in filled or (c not in _ROW_LEVEL and not filled[c]))
 
 
 def rows_schema(rows: pl.LazyFrame) -> frozenset[str]:
