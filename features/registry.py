@@ -260,3 +260,8 @@ MONOTONE: dict[str, int] = {f.name: f.monotone for f in FEATURES if f.monotone}
 OPTIONAL_GROUPS: dict[str, tuple[str, ...]] = {
     group: tuple(f.name for f in FEATURES if f.needs == group) for group in _GROUPS
 }
+# aggregates over the whole batch (seller, image and network features): they follow the batch's
+# length and span as much as the market, so drift measures them without warning about them
+BATCH_RELATIVE: frozenset[str] = frozenset(
+    f.name for f in FEATURES if f.source in (From.SELLERS, From.IMAGES, From.NETWORK)
+)

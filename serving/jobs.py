@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from features.catalog import CatalogError, read_catalog
 from serving import monitoring, store
 from serving.distributed import score_upload
-from serving.drift import DriftReport
+from serving.drift import BatchDrift, DriftReport
 from serving.scorer import DEFAULT_MODEL, ModelLoadError, Scorer
 from serving.tables import CASE_SNAPSHOT
 
@@ -181,7 +181,7 @@ class Worker:
         folder = self.settings.batch_dir(batch.id)
         upload = self.settings.data_dir / batch.upload_path
         _clear_outputs(folder, keep=upload)  # what a killed attempt may have left
-        monitor = monitoring.BatchDrift.of(scorer)  # counts drift as the batch is scored
+        monitor = BatchDrift.of(scorer)  # counts drift as the batch is scored
         observed = dataclasses.replace(scorer, observer=monitor.add) if monitor else scorer
         summary = score_upload(upload, folder / "scores.parquet", observed,
                                self.settings.threads, self.settings.dask_rows,

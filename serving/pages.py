@@ -265,10 +265,17 @@ def _overview_pages(router: APIRouter, engine: Engine) -> None:
 
 
 def _drift_chart(drift: dict[str, Any]) -> Markup:
-    """Score PSI of each platform's batches over time, with the warning line."""
-    series = {name: [(datetime.fromisoformat(b["at"]).timestamp(), b["score_psi"])
-                     for b in batches] for name, batches in drift["series"].items()}
+    """The scores' PSI of each platform's batches over time, over all listings and over the
+    flagged ones (where the drift of the fakes shows), with the warning line."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for name, batches in drift["series"].items():
+        for b in batches:
+            at = datetime.fromisoformat(b["at"]).timestamp()
+            series.setdefault(f"{name}: all listings", []).append((at, b["score_psi"]))
+            if b["flagged_score_psi"] is not None:
+                series.setdefault(f"{name}: flagged", []).append((at, b["flagged_score_psi"]))
     days = sorted(b["at"][:10] for batches in drift["series"].values() for b in batches)
     return charts.lines(
-        f"Score PSI per batch and platform over time; dashed: the {drift['threshold']} warning",
+        f"Score PSI per batch and platform over time, all listings and flagged ones; dashed: "
+        f"the {drift['threshold']} warning",
         series, limit=drift["threshold"], x_labels=(days[0], days[-1]) if days else ("", ""))

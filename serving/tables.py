@@ -113,5 +113,10 @@ batch_drift = sa.Table(  # one row per scored batch (serving.monitoring)
     sa.Column("feature_psi", sa.JSON, nullable=False),  # {feature: PSI}
     sa.Column("warning", sa.Boolean, nullable=False),
     sa.Column("computed_at", ts, nullable=False),
+    # among the flagged listings (null: a bundle whose reference has no flagged population)
+    sa.Column("flagged_rows", sa.BigInteger),
+    sa.Column("flagged_score_psi", sa.Float),
+    sa.Column("flag_rate", sa.Float),
+    sa.Column("reference_flag_rate", sa.Float),
     sa.Index("ix_batch_drift_platform", "platform_id", "computed_at"),
 )

@@ -168,7 +168,7 @@ def export_bundle(folder: Path, prepared: Prepared, booster: lgb.Booster,
         },
         threads=config.threads,
         drift_reference=reference_table(prepared.valid.select(FEATURE_COLUMNS), booster.predict(
-            matrix(prepared.valid), num_threads=config.threads)),
+            matrix(prepared.valid), num_threads=config.threads), evaluation.threshold.threshold),
         write_extra=variants_writer(variants, prepared, config, identity),
     )
 

@@ -1,5 +1,6 @@
 """Drift: PSI on tiny arrays, the reference saved in the bundle, and `knockoff drift` on a batch
-drifted more than the training catalog against one drifted as much (same market)."""
+drifted twice as much as the generator's default against an undrifted one (same market), both
+later than an undrifted training catalog."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.registry import FEATURE_COLUMNS
+from features.registry import BATCH_RELATIVE, FEATURE_COLUMNS
 from knockoff.cli import main
 from serving.bundle import Bundle
 from serving.drift import (
+    ALL,
     CUT_QUANTILES,
+    FLAGGED,
+    FLAGGED_CUT_QUANTILES,
+    MIN_FLAGGED,
     SCORE,
     DriftError,
     bin_shares,
@@ -72,6 +77,31 @@ def test_reference_and_report_on_a_shifted_and_a_sparser_batch() -> None:
         drift_report(base.drop("a"), scores, reference)
 
 
+def test_flagged_population_sees_a_shift_among_the_few_flagged_rows() -> None:
+    """A change confined to the top 5% of scores barely moves the whole batch's score PSI; among
+    the flagged rows (score >= 0.95 here) it is the whole population."""
+    rng = np.random.default_rng(1)
+    base = pl.DataFrame({"a": rng.normal(size=20_000)})
+    scores = rng.random(20_000)
+    reference = reference_table(base, scores, flag_threshold=0.95)
+    assert set(reference["population"]) == {ALL, FLAGGED}
+    flagged = reference.filter(population=FLAGGED, name=SCORE).row(0, named=True)
+    assert flagged["rows"] == int((scores >= 0.95).sum())
+    moved = np.where(scores >= 0.95, 0.95 + (scores - 0.95) ** 2 * 20, scores)  # crowd at 0.95
+    report = drift_report(base, moved, reference, flag_threshold=0.95)
+    assert report.flagged is not None and report.flagged.rows == flagged["rows"]
+    assert report.score_psi < 0.01 < 0.2 < report.flagged.score_psi
+    assert report.warning and report.flagged.reliable
+    assert report.flagged.flag_rate == pytest.approx(report.flagged.reference_flag_rate)
+    assert report.metrics()["flagged_score_psi"] == report.flagged.score_psi
+    few = drift_report(base[:3000], moved[:3000], reference, flag_threshold=0.95)
+    assert few.flagged is not None and few.flagged.rows < MIN_FLAGGED and not few.warning
+    # a reference from before the flagged population (no population column): all rows only
+    old = reference.filter(population=ALL).drop("population", "rows")
+    assert drift_report(base, moved, old, flag_threshold=0.95).flagged is None
+    assert drift_report(base, moved, reference).flagged is None  # no threshold given
+
+
 def _cli(*argv: str) -> tuple[int, dict[str, Any], str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -81,35 +111,55 @@ def _cli(*argv: str) -> tuple[int, dict[str, Any], str]:
 
 @pytest.fixture(scope="module")
 def trained(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A model on a catalog with the default drift; a later batch from another seed with the
-    same drift, and one with twice the drift (the brief's pair, 6,000 listings over 31 days,
-    about the validation window's size)."""
+    """A model on an undrifted catalog (`--drift 0`, 100,000 listings: about 800 flagged in
+    its validation window), a later undrifted batch from another seed, and one with drift 2
+    (20,000 listings over 31 days each)."""
     folder = tmp_path_factory.mktemp("drift")
-    generate_catalog(folder / "catalog.parquet", 30_000, seed=7, days=150)
+    generate_catalog(folder / "catalog.parquet", 100_000, seed=7, days=150, drift=0)
     later = date(2026, 6, 1)
-    generate_catalog(folder / "same.parquet", 6_000, seed=9, start=later, days=31)
-    generate_catalog(folder / "drifted.parquet", 6_000, seed=8, start=later, days=31, drift=2)
-    result = train(folder / "catalog.parquet", TrainConfig(threads=1), progress=False)
+    generate_catalog(folder / "same.parquet", 20_000, seed=9, start=later, days=31, drift=0)
+    generate_catalog(folder / "drifted.parquet", 20_000, seed=8, start=later, days=31, drift=2)
+    result = train(folder / "catalog.parquet", TrainConfig(threads=1, schema_variants=()),
+                   progress=False)
     return {"bundle": Path(result.bundle), "same": folder / "same.parquet",
             "drifted": folder / "drifted.parquet", "version": result.model_version}
 
 
 def test_the_bundle_carries_the_reference(trained: dict[str, Any]) -> None:
-    reference = Bundle.load(trained["bundle"], threads=1).reference
+    bundle = Bundle.load(trained["bundle"], threads=1)
+    reference = bundle.reference
     assert reference is not None
-    assert reference["name"].to_list() == [*FEATURE_COLUMNS, SCORE]
+    names = [*FEATURE_COLUMNS, SCORE]
+    assert reference.filter(population=ALL)["name"].to_list() == names
+    assert reference.filter(population=FLAGGED)["name"].to_list() == names
+    flagged = reference.filter(population=FLAGGED, name=SCORE).row(0, named=True)
+    everyone = reference.filter(population=ALL, name=SCORE).row(0, named=True)
+    assert 100 < flagged["rows"] < everyone["rows"] / 10  # a few % of the window is flagged
+    assert min(flagged["cuts"]) >= bundle.threshold  # flagged: score at or above it
+    assert len(flagged["cuts"]) == len(FLAGGED_CUT_QUANTILES)
 
 
 def test_drift_command_reports_more_drift_on_the_drifted_batch(trained: dict[str, Any]) -> None:
+    """The drift changes the fakes, a few % of rows: the flagged listings' score PSI tells the
+    drifted batch from the undrifted one by a wide margin (bench/drift.py: every seed)."""
     bundle = str(trained["bundle"])
     code, same, err = _cli("drift", str(trained["same"]), "--model", bundle)
     assert code == 0, err
     code, drifted, err = _cli("drift", str(trained["drifted"]), "--model", bundle)
     assert code == 0, err
     assert set(same["psi"]) == set(FEATURE_COLUMNS)
-    assert drifted["score_psi"] > same["score_psi"]
+    for summary in (same, drifted):
+        assert summary["flagged"]["reliable"] and summary["flagged"]["rows"] > MIN_FLAGGED
+        assert not set(summary["drifted_features"]) & BATCH_RELATIVE
+        assert {f["feature"] for f in summary["top_drifted"]}.isdisjoint(BATCH_RELATIVE)
+        assert set(summary["batch_relative"]) == BATCH_RELATIVE
+    assert drifted["flagged"]["score_psi"] > 2 * same["flagged"]["score_psi"]
+    assert same["flagged"]["score_psi"] < 0.1 < drifted["flagged"]["score_psi"]
+    assert drifted["flagged"]["flag_rate"] > same["flagged"]["flag_rate"]  # more fakes
     assert not drifted["warning"] and "no PSI above 0.2" in err
-    print(f"score PSI: same drift {same['score_psi']}, twice the drift {drifted['score_psi']}")
+    assert "flagged listings' score PSI" in err
+    print(f"score PSI: undrifted {same['score_psi']}, drift 2 {drifted['score_psi']}; "
+          f"flagged: {same['flagged']['score_psi']}, {drifted['flagged']['score_psi']}")
 
 
 def test_drift_warns_past_the_threshold_exits_0_and_logs(trained: dict[str, Any]) -> None:
