@@ -230,11 +230,13 @@ def cmd_drift(args: argparse.Namespace) -> None:
             scorer.model_version)
     if report.warning:
         print(f"knockoff drift: warning: {args.input} has drifted from {scorer.model_version}'s "
-              f"reference window (PSI > {args.threshold}): {report.describe()}; drifted "
+              f"reference window (PSI > {args.threshold}, flagged listings > "
+              f"{report.flagged_threshold:g}): {report.describe()}; drifted "
               f"features: {', '.join(report.drifted) or 'none'}", file=sys.stderr)
     else:
-        print(f"knockoff drift: {args.input}: no PSI above {args.threshold}; "
-              f"{report.describe()}", file=sys.stderr)
+        print(f"knockoff drift: {args.input}: no warning (scores' PSI at most {args.threshold}, "
+              f"{report.flagged_threshold:g} among the flagged listings); {report.describe()}",
+              file=sys.stderr)
     print_summary(summary)
 
 
@@ -390,7 +392,8 @@ def _add_drift(sub: Any) -> None:
     p.add_argument("--model", metavar="REF", help="bundle folder, runs:/RUN/bundle or "
                    "models:/NAME@ALIAS or models:/NAME/VERSION (default: the registered champion)")
     p.add_argument("--threshold", type=_share, default=0.2, metavar="PSI",
-                   help="warn when the score's or any feature's PSI is above this (default 0.2)")
+                   help="warn when the scores' PSI over all listings is above this, or half of "
+                   "it over the flagged listings (from 200 of them; default 0.2)")
     p.add_argument("--log", action="store_true", help="log the measurement to MLflow (a run of "
                    "the knockoff-drift experiment, and tags on the model version)")
     p.add_argument("--threads", type=_count, default=2, metavar="N",

@@ -10,8 +10,9 @@ Layout (written by `training.export.write_bundle`)::
     train.toml          the training config as given
     parity_sample.npz   a few validation feature rows (X, float32) and LightGBM's scores (score)
     digests.json        the sha256 of every other file, feature_state/ included
-    reference.parquet   drift reference: decile cuts and bin shares of every feature and the
-                        score on the training window (`serving.drift`; absent in older bundles)
+    reference.parquet   drift reference: cut points and bin shares of every feature and the
+                        score on the validation window, over all listings and the flagged
+                        ones (`serving.drift`; absent in older bundles, flagged-less in some)
 
 `Bundle.load` refuses (BundleError naming the file) a bundle whose files do not match their
 digests, that lacks digests (written before bundles were verified), or whose ONNX model does
