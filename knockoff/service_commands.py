@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from serving.api import create_app
-    from serving.jobs import ChampionWatch, ServiceSettings, Worker
+    from serving.jobs import ChampionWatch, ServiceSettings, Worker, sweep_orphans
 
     if args.workers < 0 or not 0 <= args.port <= 65535:
         from knockoff.cli import UserError
@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     engine = _engine(args)
     settings = ServiceSettings.from_env(args.data)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sweep_orphans(engine, settings)
     champion = ChampionWatch()
     stop = threading.Event()
     workers = [threading.Thread(target=Worker(engine, settings, champion=champion).run,
@@ -76,11 +77,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from serving.jobs import ServiceSettings, Worker
+    from serving.jobs import ServiceSettings, Worker, sweep_orphans
 
     engine = _engine(args)
     settings = ServiceSettings.from_env(args.data)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sweep_orphans(engine, settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -194,6 +194,35 @@ class Worker:
         return counts, _chunks(cases), drift
 
 
+ORPHAN_AGE_SECONDS = 3600.0  # an upload in progress is never this old without its batch row
+
+
+def sweep_orphans(engine: Engine, settings: ServiceSettings,
+                  older_than: float = ORPHAN_AGE_SECONDS) -> int:
+    """Delete the batch folders with no batch in the database, untouched for `older_than`
+    seconds: uploads cut off by a server killed mid-request (a refused upload is deleted when
+    it is refused). Returns how many were deleted; said on stderr."""
+    root = settings.data_dir / "batches"
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    stale = {p.name: p for p in root.iterdir() if p.is_dir() and _touched(p) < cutoff}
+    known = store.known_batches(engine, list(stale))
+    orphans = [p for name, p in stale.items() if name not in known]
+    for folder in orphans:
+        shutil.rmtree(folder, ignore_errors=True)
+    if orphans:
+        print(f"knockoff: removed {len(orphans)} upload folder(s) with no batch, older than "
+              f"{older_than / 3600:g} h (uploads cut off by a stopped server)", file=sys.stderr)
+    return len(orphans)
+
+
+def _touched(folder: Path) -> float:
+    """When the folder or a file in it last changed (an upload being written updates its
+    file, not the folder)."""
+    return max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+
+
 def _clear_outputs(folder: Path, keep: Path) -> None:
     for path in folder.iterdir():
         if path.resolve() != keep.resolve():

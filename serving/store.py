@@ -317,6 +317,15 @@ def list_batches(engine: Engine, platform: Platform, limit: int, after: str | No
     return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
 
 
+def known_batches(engine: Engine, ids: list[str]) -> set[str]:
+    """Which of `ids` are batches (of any platform)."""
+    if not ids:
+        return set()
+    with engine.connect() as conn:
+        return {row.id for row in conn.execute(
+            sa.select(batches.c.id).where(batches.c.id.in_(ids)))}
+
+
 def queued_count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.scalar(sa.select(sa.func.count()).select_from(batches)

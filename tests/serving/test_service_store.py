@@ -3,7 +3,9 @@ passwords, isolation, idempotency, leases, one set of cases per batch, the audit
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from serving import migrations, store
+from serving.jobs import ServiceSettings, sweep_orphans
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -173,3 +176,32 @@ def test_a_database_that_cannot_be_opened_is_a_clear_error() -> None:
     with pytest.raises(store.StoreError, match=r"nobody:\*\*\*@127.0.0.1") as refused:
         store.connect("postgresql+psycopg://nobody:secret@127.0.0.1:1/x")
     assert "secret" not in str(refused.value)
+
+
+def test_upload_folders_left_without_a_batch_are_swept_once_old(
+        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A server killed mid-upload leaves a folder no batch names: the next `serve` or `worker`
+    start deletes it once nothing in it changed for an hour; batches' folders and uploads
+    still being written stay."""
+    settings = ServiceSettings(data_dir=tmp_path / "data")
+    assert sweep_orphans(engine, settings) == 0  # no batches folder yet
+    store.add_platform(engine, "alpha", "cli:test")
+    alpha = store.platform_named(engine, "alpha")
+    assert alpha is not None
+    batch, _ = _batch(engine, alpha)
+    hour_ago = time.time() - 3700
+    folders = {name: settings.batch_dir(name) for name in
+               (batch.id, "a" * 32, "b" * 32, "c" * 32)}
+    for name, folder in folders.items():
+        folder.mkdir(parents=True)
+        upload = folder / "upload.csv"
+        upload.write_text("listing_id\n")
+        if name != "c" * 32:  # c: its upload is still being written
+            os.utime(upload, (hour_ago, hour_ago))
+        if name != "b" * 32:  # b: cut off a minute ago
+            os.utime(folder, (hour_ago, hour_ago))
+    assert sweep_orphans(engine, settings) == 1
+    assert [n for n, f in folders.items() if not f.exists()] == ["a" * 32]
+    assert "removed 1 upload folder(s) with no batch" in capsys.readouterr().err
+    assert sweep_orphans(engine, settings, older_than=0) == 2  # b and c, never the batch's
+    assert folders[batch.id].exists()
