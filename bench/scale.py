@@ -7,11 +7,12 @@ For each `--rows` size (a catalog `catalog_<rows>.parquet` in `--data`, generate
 - local: `knockoff score` in a fresh subprocess (2 onnxruntime threads, POLARS_MAX_THREADS=2):
   wall time and peak RSS;
 - dask: `serving.distributed.score_catalog_dask` on a fresh LocalCluster of two one-thread
-  workers (the same two cores): wall time, each worker's peak RSS (ru_maxrss inside the worker
-  process), and the bytes the workers sent each other (Dask's transfer counter: the shuffled
-  partial aggregates and routed aggregate rows that crossed workers, plus the small tables
-  every partition receives), per input row; the two outputs are checked to agree (row counts,
-  flags, sum of scores);
+  workers (the same two cores): wall time, each worker's peak RSS (the largest of the worker
+  process's own ru_maxrss and its children's, read inside the worker), and the bytes shuffled
+  per input row: the Parquet files of the shuffle (partial aggregates, ids and the aggregate
+  rows routed back, as written) plus what the workers sent each other through Dask (duplicate
+  ids, edges, the bundle); the two outputs are checked to agree (row counts, flags, sum of
+  scores);
 - the seller network's edge list (contacts and main images shared by 2 to 25 sellers), its
   size per listing, and the peak memory of one `forest` (connected components) over all of it.
 
@@ -44,6 +45,7 @@ KNOCKOFF = ROOT / ".venv" / "bin" / "knockoff"
 TARGET = {"listings": 10_000_000_000, "workers": 100, "cores": 16}
 NETWORK_GBPS_PER_WORKER = 10.0  # assumed NIC per worker (each byte shuffled crosses once)
 SCHEDULER_TASKS_PER_SECOND = 4_000  # Dask's documented order of magnitude (~200 us a task)
+SECONDS_PER_PIECE = 0.005  # assumed: open a shuffle file, read its footer and one row group
 BYTES_PER_EDGE_IN_MEMORY = 120  # used when the measured growth is too small to tell
 
 
@@ -75,8 +77,9 @@ def run_local(catalog: Path, out: Path, bundle: str) -> dict[str, Any]:
 
 
 def _worker_stats(dask_worker: Any) -> dict[str, int]:
-    return {"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            "sent_bytes": int(dask_worker.transfer_outgoing_bytes_total)}
+    peak = max(resource.getrusage(who).ru_maxrss
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return {"peak_rss_kb": peak, "sent_bytes": int(dask_worker.transfer_outgoing_bytes_total)}
 
 
 def run_dask(catalog: Path, out: Path, bundle: str, partition_rows: int) -> dict[str, Any]:
@@ -96,12 +99,15 @@ def run_dask(catalog: Path, out: Path, bundle: str, partition_rows: int) -> dict
         stats = client.run(_worker_stats)
     rows = int(summary["rows"])  # type: ignore[call-overload]
     sent = sum(s["sent_bytes"] for s in stats.values())
+    files = int(summary["shuffle_bytes"])  # type: ignore[call-overload]
     return {"seconds": round(seconds, 1), "load_before": load,
             "partitions": summary["partitions"], "scored": summary["scored"],
             "flagged": summary["flagged"],
             "peak_rss_gb_per_worker": [round(s["peak_rss_kb"] / 2**20, 2)
                                        for s in stats.values()],
-            "bytes_between_workers_per_row": round(sent / rows, 1)}
+            "shuffle_file_bytes_per_row": round(files / rows, 1),
+            "bytes_between_workers_per_row": round(sent / rows, 1),
+            "bytes_shuffled_per_row": round((files + sent) / rows, 1)}
 
 
 def agree(local_out: Path, dask_out: Path) -> dict[str, Any]:
@@ -150,16 +156,20 @@ print(e.height, f.height, round(t, 2), after - before)
 def projection(rows: int, dask: dict[str, Any], net: dict[str, Any],
                partition_rows: int) -> dict[str, Any]:
     """Wall time for TARGET from this run's per-core throughput and shuffle volume."""
+    from features.shuffle import BUCKET_ROWS, bucket_count
+
     n, workers, cores = TARGET["listings"], TARGET["workers"], TARGET["cores"]
     per_core = rows / (dask["seconds"] * 2)  # rows per second per core, overheads included
     compute = n / (per_core * workers * cores)
-    # the transfer counter saw the pieces that crossed between 2 workers (about half of them);
-    # on W workers a share (W-1)/W crosses: scale to all pieces, then to that share
-    shuffled = dask["bytes_between_workers_per_row"] * 2 * (workers - 1) / workers * n
+    # shuffle files are written once and read once, both over the network on a shared store
+    shuffled = (2 * dask["shuffle_file_bytes_per_row"]
+                + dask["bytes_between_workers_per_row"] * 2 * (workers - 1) / workers) * n
     network = shuffled / (workers * NETWORK_GBPS_PER_WORKER / 8 * 1e9)
-    parts, buckets = n // partition_rows, 2 * workers
-    tasks = parts * (10 + 6 * buckets)  # per partition: passes, getitems per bucket and kind
+    parts, buckets = n // partition_rows, bucket_count(workers, n)
+    tasks = parts * 3 + buckets * 6  # ids, partials, score; 4 reducers and 2 getitems a bucket
     scheduler = tasks / SCHEDULER_TASKS_PER_SECOND
+    pieces = parts * buckets * 7  # read: ids and 3 partials by reducers, 3 routed by partitions
+    piece_reads = pieces * SECONDS_PER_PIECE / (workers * cores)
     edges, linked = net["edges"] / rows * n, net["linked_sellers"] / rows * n
     # a bucket's forest holds its edges; the last forests of the tree one row per linked seller
     largest_forest = max(edges / buckets, linked)
@@ -170,7 +180,9 @@ def projection(rows: int, dask: dict[str, Any], net: dict[str, Any],
         "compute_hours": round(compute / 3600, 2),
         "shuffle_tb": round(shuffled / 1e12, 2), "network_hours": round(network / 3600, 2),
         "tasks": tasks, "scheduler_hours": round(scheduler / 3600, 2),
-        "total_hours_if_not_overlapped": round((compute + network + scheduler) / 3600, 2),
+        "shuffle_pieces": pieces, "piece_read_hours": round(piece_reads / 3600, 2),
+        "total_hours_if_not_overlapped": round(
+            (compute + network + scheduler + piece_reads) / 3600, 2),
         "edges_at_target": int(edges), "linked_sellers_at_target": int(linked),
         "bytes_per_edge": round(per_edge),
         "largest_forest_memory_gb": round(largest_forest * per_edge / 1e9, 1),
@@ -178,10 +190,13 @@ def projection(rows: int, dask: dict[str, Any], net: dict[str, Any],
         "assumptions": [
             f"per-core throughput as measured here ({round(per_core)} rows/s/core, shared "
             "2-core machine) holds on a 16-core worker running 16 one-thread tasks",
-            f"{NETWORK_GBPS_PER_WORKER:g} Gbit/s per worker, each shuffled byte sent once, "
-            "not overlapped with compute (pessimistic)",
-            f"{partition_rows:,} rows per partition, {buckets} buckets (2 per worker), "
-            f"~{SCHEDULER_TASKS_PER_SECOND} tasks/s on one Dask scheduler",
+            f"{NETWORK_GBPS_PER_WORKER:g} Gbit/s per worker; the shuffle's files on a shared "
+            "store (each byte written and read once over the network), not overlapped with "
+            "compute (pessimistic)",
+            f"{partition_rows:,} rows per partition, {buckets} buckets (at most "
+            f"{BUCKET_ROWS:,} input rows each), ~{SCHEDULER_TASKS_PER_SECOND} tasks/s on one "
+            f"Dask scheduler, {SECONDS_PER_PIECE * 1000:g} ms to read one piece (a row group "
+            "of a shuffle file) spread over every core",
             "edges grow linearly with listings (same seller mix, contact and photo sharing)",
             f"~{round(per_edge)} bytes per edge or linked seller for a forest on one worker "
             "(peak growth measured here, else a default), half of a 64 GB worker for it",

@@ -18,17 +18,10 @@ import polars as pl
 
 from features.catalog import read_catalog
 from features.contract import LABEL, SCHEMA, CatalogError
-from features.distributed import (
-    PARTITION_ROWS,
-    Part,
-    ShuffledBatch,
-    _open,
-    checked_part,
-    list_parts,
-    shuffled_batch,
-)
+from features.distributed import PARTITION_ROWS, Part, _open, checked_part, list_parts
 from features.outputs import refuse_overwriting_inputs
 from features.pipeline import build_features
+from features.shuffle import PartAggregates, ShuffledBatch, scratch_folder, shuffled_batch
 from features.state import DEFAULT_CURRENCY, FeatureState, fit_state
 
 LOCAL_WORKERS = 2
@@ -121,8 +114,8 @@ def contract_columns(parts: list[Part]) -> tuple[set[str], list[str], list[str]]
 
 def run_parts(client: Any, batch: ShuffledBatch, task: Callable[..., dict[str, Any]],
               *args: Any) -> list[dict[str, Any]]:
-    """`task(part_number, part, files, duplicates, aggregates, *args)` on every partition,
-    its per-partition counts gathered in order."""
+    """`task(part_number, part, files, duplicates, aggregates, *args)` on every partition
+    (`aggregates`: where its `PartAggregates` rows are), its counts gathered in order."""
     futures = [client.submit(task, i, part, batch.files, batch.duplicates, agg, *args,
                              pure=False)
                for i, (part, agg) in enumerate(zip(batch.parts, batch.aggregates, strict=True))]
@@ -130,10 +123,10 @@ def run_parts(client: Any, batch: ShuffledBatch, task: Callable[..., dict[str, A
 
 
 def _feature_part(number: int, part: Part, files: list[str], duplicates: pl.DataFrame,
-                  aggregates: Any, state: FeatureState, now: datetime, keep: tuple[str, ...],
-                  folders: tuple[Path, Path]) -> dict[str, Any]:
+                  aggregates: PartAggregates, state: FeatureState, now: datetime,
+                  keep: tuple[str, ...], folders: tuple[Path, Path]) -> dict[str, Any]:
     good, rejects, nan = checked_part(part, files, duplicates, state.currency, now)
-    build_features(good.lazy(), state, aggregates=aggregates, keep=keep).sink_parquet(
+    build_features(good.lazy(), state, aggregates=aggregates.read(), keep=keep).sink_parquet(
         folders[0] / part_name(number))
     rejects.sort("row_number").write_parquet(folders[1] / part_name(number))
     return {"features": good.height, "rejected": rejects.height, "nan": nan}
@@ -164,14 +157,16 @@ def feature_table_dask(source: str | Path, out: str | Path, *, scheduler: str | 
     now = datetime.now(UTC)
     with dask_client(scheduler) as client:
         parts = list_parts(source, partition_rows or PARTITION_ROWS)
-        batch = shuffled_batch(client, parts, state, now)
-        present, _, extra = contract_columns(batch.parts)
+        files = list(dict.fromkeys(p.file for p in parts))
+        present, _, extra = contract_columns(parts)
         keep = ("listing_id", "seller_id", "listed_at", "category") + (
             (LABEL,) if LABEL in present else ())
         targets = (rejects_folder(out), out)
         if "://" not in source:
-            refuse_overwriting_inputs(targets, source, [Path(f) for f in batch.files])
-        with publishing_folders(*targets) as (rejects_tmp, out_tmp):
+            refuse_overwriting_inputs(targets, source, [Path(f) for f in files])
+        with publishing_folders(*targets) as (rejects_tmp, out_tmp), \
+                scratch_folder(out) as scratch:
+            batch = shuffled_batch(client, parts, state, now, scratch)
             counts = run_parts(client, batch, _feature_part, state, now, keep,
                                (out_tmp, rejects_tmp))
     features, rejected = (sum(c[k] for c in counts) for k in ("features", "rejected"))
@@ -180,7 +175,7 @@ def feature_table_dask(source: str | Path, out: str | Path, *, scheduler: str | 
         "out": str(out), "rejects": str(rejects_folder(out)),
         "state": str(state_path) if state_path is not None else None, "state_fitted": fitted,
         "ignored_columns": extra, "nan_as_missing": nan_totals(counts),
-        "engine": "dask", "partitions": len(batch.parts),
+        "engine": "dask", "partitions": len(batch.parts), "shuffle_bytes": batch.shuffle_bytes,
         "seconds": round(time.perf_counter() - started, 2),
     }
 

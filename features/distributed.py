@@ -1,26 +1,24 @@
 """The Dask engine's data side: a Parquet catalog as partitions (files, or runs of row groups;
 local paths or any fsspec URL), each validated exactly as `read_catalog` validates it, and the
-whole-batch aggregates as partial group-bys per partition combined by a hash shuffle.
+partial and finished whole-batch aggregates (pure functions on Polars frames; `features.shuffle`
+runs them on the cluster and moves their rows between tasks).
 
-Three passes over the partitions, each a task per partition on Polars frames:
-1. listing ids: (listing_id, row key) hashed into buckets; each bucket finds its duplicates,
-   so the later occurrences are rejected as the local engine rejects them;
-2. partial aggregates: per partition, the seller, main-image and contact group-bys, split into
-   buckets by key; a reducer per bucket finishes them (medians over the merged price ratios,
-   distinct counts over the merged sets); the seller network's edges (contacts and linking
-   images with two sellers or more) go to one task for the connected components;
-3. each bucket's finished rows are routed back to the partitions holding their keys, so a
-   partition's task joins only the aggregate rows it needs (`partition_aggregates`).
+1. listing ids: each partition's (listing_id, row key) (`listing_ids`); a bucket's ids give its
+   duplicates (`duplicates`), rejected as the local engine rejects them;
+2. partial aggregates: per partition, the seller, main-image and contact group-bys of its valid
+   rows (`partials`); a reducer per bucket finishes them (medians over the merged price
+   ratios, distinct counts over the merged sets) and keeps, per finished row, the partitions
+   holding its key; the seller network's edges (contacts and linking images with two sellers
+   or more) become a forest per bucket, combined into the seller clusters (`forest`).
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -28,7 +26,7 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from features.aggregates import LOW_PRICE_RATIO, BatchAggregates, image_key
+from features.aggregates import LOW_PRICE_RATIO, image_key
 from features.catalog import _mark_duplicates
 from features.contract import LISTING_COLUMNS, REJECTS_SCHEMA, REQUIRED, CatalogError
 from features.fitted import apply_brand_prices
@@ -39,6 +37,7 @@ from features.state import FeatureState
 PARTITION_ROWS = 1_000_000  # rows per partition (whole row groups are never split)
 _DUP_SCHEMA = {"listing_id": pl.String, "_first_key": pl.Int64}
 _DTYPES = {c.name: c.dtype for c in LISTING_COLUMNS}
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 
 
 @dataclass(frozen=True)
@@ -144,16 +143,42 @@ def filled_columns(part: Part, columns: Sequence[str]) -> dict[str, bool]:
 # ------------------------------------------------------------------ pass 1: duplicate ids
 
 
-def _id_buckets(part: Part, buckets: int) -> list[pl.DataFrame]:
-    ids = _typed_part(part, ["listing_id"]).select("listing_id", "_key").filter(
+def listing_ids(part: Part) -> pl.DataFrame:
+    """The partition's non-null listing ids with their row keys."""
+    return _typed_part(part, ["listing_id"]).select("listing_id", "_key").filter(
         pl.col("listing_id").is_not_null()).collect()
-    return _split(ids, pl.col("listing_id").hash(seed=0), buckets)
 
 
-def _duplicates(pieces: list[pl.DataFrame]) -> pl.DataFrame:
-    return (pl.concat(pieces).group_by("listing_id")
+def duplicates(ids: pl.DataFrame) -> pl.DataFrame:
+    """The ids seen twice or more among `ids` (all of a bucket's), with their first row key."""
+    return (ids.group_by("listing_id")
             .agg(pl.len().alias("_n"), pl.col("_key").min().alias("_first_key"))
             .filter(pl.col("_n") > 1).select(list(_DUP_SCHEMA)))
+
+
+def _checked(part: Part, files: Sequence[str], duplicates: pl.DataFrame, currency: str,
+             now: datetime) -> pl.LazyFrame:
+    """The partition's rows with `_reason` (null on a valid row), its later duplicates
+    rejected."""
+    rows = _typed_part(part).with_columns(reason(currency, now).alias("_reason"))
+    mine = duplicates.filter(pl.col("_first_key") // KEY_STRIDE <= part.index)
+    if not mine.is_empty():
+        rows = _mark_duplicates(rows, mine, [Path(f) for f in files])
+    return rows
+
+
+def _good(checked: _Frame, part: Part) -> _Frame:
+    good = checked.filter(pl.col("_reason").is_null()).select(c.name for c in LISTING_COLUMNS)
+    if part.hidden:
+        good = good.with_columns(pl.lit(None, _DTYPES[c]).alias(c) for c in part.hidden)
+    return good
+
+
+def good_rows(part: Part, files: Sequence[str], duplicates: pl.DataFrame, currency: str,
+              now: datetime) -> pl.LazyFrame:
+    """The partition's valid rows as `checked_part` keeps them, lazily (the aggregates pass
+    selects a few columns of them and never holds the whole partition's)."""
+    return _good(_checked(part, files, duplicates, currency, now), part)
 
 
 def checked_part(part: Part, files: Sequence[str], duplicates: pl.DataFrame, currency: str,
@@ -161,14 +186,8 @@ def checked_part(part: Part, files: Sequence[str], duplicates: pl.DataFrame, cur
     """(good rows, rejects, NaN read as missing per column) of one partition, as
     `read_catalog` splits them for the batch; `part.hidden` nulled on the good rows after
     validation, as the local engine's schema plan nulls them."""
-    rows = _typed_part(part).with_columns(reason(currency, now).alias("_reason"))
-    mine = duplicates.filter(pl.col("_first_key") // KEY_STRIDE <= part.index)
-    if not mine.is_empty():
-        rows = _mark_duplicates(rows, mine, [Path(f) for f in files])
-    checked = rows.collect()
-    good = checked.filter(pl.col("_reason").is_null()).select(c.name for c in LISTING_COLUMNS)
-    if part.hidden:
-        good = good.with_columns(pl.lit(None, _DTYPES[c]).alias(c) for c in part.hidden)
+    checked = _checked(part, files, duplicates, currency, now).collect()
+    good = _good(checked, part)
     rejects = checked.filter(pl.col("_reason").is_not_null()).select(
         pl.col("_file").alias("file"), "row_number",
         pl.col("_raw_listing_id").alias("listing_id"), pl.col("_reason").alias("reason"),
@@ -180,18 +199,12 @@ def checked_part(part: Part, files: Sequence[str], duplicates: pl.DataFrame, cur
 # ------------------------------------------------------------------ pass 2: partial aggregates
 
 
-def _split(frame: pl.DataFrame, key: pl.Expr, buckets: int) -> list[pl.DataFrame]:
-    tagged = frame.with_columns((key % buckets).cast(pl.Int64).alias("_bucket"))
-    by = tagged.partition_by("_bucket", as_dict=True, include_key=False)
-    return [by.get((b,), frame.clear()) for b in range(buckets)]
-
-
-def partials(good: pl.DataFrame, part: int, state: FeatureState,
-             buckets: int) -> tuple[list[pl.DataFrame], ...]:
-    """One partition's seller, image and contact group-bys, each split into hash buckets."""
-    narrow = apply_brand_prices(good.lazy().with_columns(image_key()), state.prices).select(
+def partials(good: pl.LazyFrame, part: int,
+             state: FeatureState) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """One partition's seller, image and contact group-bys over its valid rows."""
+    narrow = apply_brand_prices(good.with_columns(image_key()), state.prices).select(
         "seller_id", "brand", "listed_at", "seller_contact_hash", "_image_key",
-        "price_brand_ratio", pl.lit(part, pl.Int64).alias("_part"))
+        "price_brand_ratio", pl.lit(part, pl.Int64).alias("_part")).collect().lazy()
     ratio = pl.col("price_brand_ratio")
     sellers, images, contacts = pl.collect_all([
         narrow.group_by("seller_id", "_part").agg(
@@ -207,9 +220,7 @@ def partials(good: pl.DataFrame, part: int, state: FeatureState,
         narrow.filter(pl.col("seller_contact_hash").is_not_null())
         .select("seller_contact_hash", "seller_id", "_part").unique(),
     ])
-    return (_split(sellers, pl.col("seller_id").hash(seed=1), buckets),
-            _split(images, pl.col("_image_key"), buckets),
-            _split(contacts, pl.col("seller_contact_hash").hash(seed=2), buckets))
+    return sellers, images, contacts
 
 
 def _merged(name: str) -> pl.Expr:
@@ -217,12 +228,12 @@ def _merged(name: str) -> pl.Expr:
     return pl.col(name).list.explode(keep_nulls=False, empty_as_null=False)
 
 
-def reduce_sellers(pieces: list[pl.DataFrame]) -> pl.DataFrame:
+def reduce_sellers(pieces: pl.DataFrame) -> pl.DataFrame:
     """Per-seller features over every partition, with the partitions holding the seller."""
     days_active = (pl.col("_last").max() - pl.col("_first").min()).dt.total_seconds() \
         / 86_400.0 + 1.0
     valid = pl.col("_valid").sum()
-    return pl.concat(pieces).group_by("seller_id").agg(
+    return pieces.group_by("seller_id").agg(
         pl.col("_n").sum().alias("seller_listings"),
         _merged("_brands").n_unique().alias("seller_brands"),
         pl.when(valid > 0).then(pl.col("_low").sum() / valid).alias("seller_low_price_share"),
@@ -232,12 +243,12 @@ def reduce_sellers(pieces: list[pl.DataFrame]) -> pl.DataFrame:
     )
 
 
-def reduce_images(pieces: list[pl.DataFrame],
+def reduce_images(pieces: pl.DataFrame,
                   max_image_sellers: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(images, edges): distinct sellers and brands per main image, kept for the images whose
     counts the row does not imply (as the local engine keeps them); the seller-image edges of
     the images that link sellers (2 to `max_image_sellers` sellers)."""
-    images = pl.concat(pieces).group_by("_image_key").agg(
+    images = pieces.group_by("_image_key").agg(
         _merged("_sellers").unique().alias("_seller_ids"),
         _merged("_brands").n_unique().alias("main_image_brands"),
         pl.col("_unbranded").any().alias("_unbranded_too"),
@@ -254,10 +265,9 @@ def reduce_images(pieces: list[pl.DataFrame],
     return kept, edges
 
 
-def reduce_contacts(pieces: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def reduce_contacts(pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(contacts, edges): accounts per contact hash shared by two or more sellers, and their
     seller-contact edges (a contact of one seller links nothing)."""
-    pairs = pl.concat(pieces)
     shared = pairs.group_by("seller_contact_hash").agg(
         pl.col("seller_id").n_unique().cast(pl.UInt32).alias("contact_accounts"),
         pl.col("_part").unique().alias("_parts"),
@@ -291,90 +301,3 @@ def cluster_sizes(roots: list[pl.DataFrame]) -> pl.DataFrame:
     """seller_id, seller_cluster_size of the linked sellers, from the final forest."""
     return forest(roots).select(
         "seller_id", pl.len().over("node").cast(pl.Int64).alias("seller_cluster_size"))
-
-
-def tree_reduce(client: Any, futures: list[Any], combine: Callable[..., Any],
-                fan_in: int = 8) -> list[Any]:
-    """Combine futures `fan_in` at a time until at most `fan_in` remain."""
-    while len(futures) > fan_in:
-        futures = [client.submit(combine, futures[i:i + fan_in], pure=False)
-                   for i in range(0, len(futures), fan_in)]
-    return futures
-
-
-def route(table: pl.DataFrame, n_parts: int,
-          extra: pl.DataFrame | None = None) -> list[pl.DataFrame]:
-    """A bucket's finished aggregate rows split by the partitions that hold their keys (a row
-    goes to each of them); `extra` (the seller clusters) is joined on first."""
-    if extra is not None:
-        table = table.join(extra, on="seller_id", how="left").with_columns(
-            pl.col("seller_cluster_size").fill_null(1))
-    exploded = table.explode("_parts")
-    by = exploded.partition_by("_parts", as_dict=True, include_key=False)
-    empty = exploded.drop("_parts").clear()
-    return [by.get((p,), empty) for p in range(n_parts)]
-
-
-def partition_aggregates(sellers: list[pl.DataFrame], images: list[pl.DataFrame],
-                         contacts: list[pl.DataFrame]) -> BatchAggregates:
-    """The aggregate rows one partition joins: its pieces from every bucket."""
-    return BatchAggregates(pl.concat(sellers), pl.concat(images), pl.concat(contacts))
-
-
-# ------------------------------------------------------------------ orchestration
-
-
-@dataclass(frozen=True)
-class ShuffledBatch:
-    """A batch on the cluster: its partitions, its duplicate ids, and per partition the
-    futures of the aggregate pieces it joins."""
-
-    parts: list[Part]
-    files: list[str]
-    duplicates: pl.DataFrame
-    aggregates: list[Any]  # one future of BatchAggregates per partition
-
-
-def _gather_bucket(client: Any, producers: list[Any], bucket: int) -> list[Any]:
-    return [client.submit(operator.getitem, p, bucket, pure=False) for p in producers]
-
-
-def shuffle(client: Any, producers: list[Any], buckets: int,
-            reducer: Callable[..., Any], *args: Any) -> list[Any]:
-    """One reducer task per bucket over that bucket's piece of every producer's output."""
-    return [client.submit(reducer, _gather_bucket(client, producers, b), *args, pure=False)
-            for b in range(buckets)]
-
-
-def shuffled_batch(client: Any, parts: list[Part], state: FeatureState, now: datetime,
-                   *, buckets: int | None = None) -> ShuffledBatch:
-    """Passes 1 and 2 (see the module docstring) over the batch's partitions (`list_parts`)
-    on the cluster, with `buckets` reducers per key (default two per worker)."""
-    buckets = buckets or 2 * max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    files = list(dict.fromkeys(p.file for p in parts))
-    id_pieces = client.map(_id_buckets, parts, buckets=buckets, pure=False)
-    duplicates = pl.concat(client.gather(shuffle(client, id_pieces, buckets, _duplicates)))
-    checked = [client.submit(checked_part, p, files, duplicates, state.currency, now,
-                             pure=False) for p in parts]
-    goods = [client.submit(operator.getitem, c, 0, pure=False) for c in checked]
-    split = [client.submit(partials, g, i, state, buckets, pure=False)
-             for i, g in enumerate(goods)]
-    kinds = [[client.submit(operator.getitem, s, k, pure=False) for s in split]
-             for k in range(3)]
-    sellers = shuffle(client, kinds[0], buckets, reduce_sellers)
-    images = shuffle(client, kinds[1], buckets, reduce_images, state.max_image_sellers)
-    contacts = shuffle(client, kinds[2], buckets, reduce_contacts)
-    edges = [client.submit(operator.getitem, f, 1, pure=False) for f in images + contacts]
-    linked = client.submit(cluster_sizes, tree_reduce(client, edges, forest), pure=False)
-    n = len(parts)
-    routed = (
-        [client.submit(route, s, n, linked, pure=False) for s in sellers],
-        [client.submit(route, client.submit(operator.getitem, f, 0, pure=False), n, pure=False)
-         for f in images],
-        [client.submit(route, client.submit(operator.getitem, f, 0, pure=False), n, pure=False)
-         for f in contacts],
-    )
-    per_part = [client.submit(partition_aggregates,
-                              *(_gather_bucket(client, kind, i) for kind in routed), pure=False)
-                for i in range(n)]
-    return ShuffledBatch(parts, files, duplicates, per_part)

@@ -37,15 +37,9 @@ from features.cluster import (
     rejects_folder,
     run_parts,
 )
-from features.distributed import (
-    PARTITION_ROWS,
-    Part,
-    checked_part,
-    filled_columns,
-    list_parts,
-    shuffled_batch,
-)
+from features.distributed import PARTITION_ROWS, Part, checked_part, filled_columns, list_parts
 from features.outputs import publishing, refuse_overwriting_inputs, rejects_path
+from features.shuffle import PartAggregates, scratch_folder, shuffled_batch
 from serving.scorer import Scorer, score_catalog
 from serving.tracking import DEFAULT_MODEL
 from serving.variants import (
@@ -130,7 +124,7 @@ def plan_parts(client: Any, parts: list[Part], variants: Variants) -> PlannedPar
 
 
 def _score_part(number: int, part: Part, files: list[str], duplicates: pl.DataFrame,
-                aggregates: Any, shipped: ShippedBundle, threads: int, now: datetime,
+                aggregates: PartAggregates, shipped: ShippedBundle, threads: int, now: datetime,
                 folders: tuple[Path, Path], keys: Sequence[str]) -> dict[str, Any]:
     scorer = worker_scorer(shipped, threads)
     if keys:
@@ -142,7 +136,7 @@ def _score_part(number: int, part: Part, files: list[str], duplicates: pl.DataFr
         counts["scored"] += batch.height
         counts["flagged"] += int(batch["flagged"].sum())
 
-    scorer.scored(good.lazy(), aggregates, on_batch=count).sink_parquet(
+    scorer.scored(good.lazy(), aggregates.read(), on_batch=count).sink_parquet(
         folders[0] / part_name(number), compression="zstd")
     rejects.sort("row_number").write_parquet(folders[1] / part_name(number))
     return {**counts, "valid": good.height, "rejected": rejects.height, "nan": nan}
@@ -164,12 +158,14 @@ def score_catalog_dask(
         planned = plan_parts(client, parts, scorer.variants) if scorer.variants else None
         if planned is not None:
             parts = planned.parts
-        batch = shuffled_batch(client, parts, scorer.state, now)
-        _, absent, extra = contract_columns(batch.parts)
+        _, absent, extra = contract_columns(parts)
         targets = (rejects_folder(out), out)
         if "://" not in source:
-            refuse_overwriting_inputs(targets, source, [Path(f) for f in batch.files])
-        with publishing_folders(*targets) as (rejects_tmp, out_tmp):
+            refuse_overwriting_inputs(targets, source,
+                                      [Path(f) for f in dict.fromkeys(p.file for p in parts)])
+        with publishing_folders(*targets) as (rejects_tmp, out_tmp), \
+                scratch_folder(out) as scratch:
+            batch = shuffled_batch(client, parts, scorer.state, now, scratch)
             shipped = client.scatter(ShippedBundle.of(scorer), broadcast=True)
             counts = run_parts(client, batch, _score_part, shipped, threads, now,
                                (out_tmp, rejects_tmp), planned.keys if planned else ())
@@ -185,7 +181,7 @@ def score_catalog_dask(
         "ignored_columns": extra, "absent_columns": absent,
         "nan_as_missing": nan_totals(counts),
         **(planned.plan.summary() if planned else {}),
-        "engine": "dask", "partitions": len(batch.parts),
+        "engine": "dask", "partitions": len(batch.parts), "shuffle_bytes": batch.shuffle_bytes,
         "seconds": {"total": round(time.perf_counter() - started, 2)},
     }
 
