@@ -64,15 +64,15 @@ def seller_graph(seller: str, linked: Sequence[dict[str, object]], size: int = 3
 
 
 def lines(title: str, series: dict[str, Sequence[tuple[float, float]]],
-          limit: float | None = None, x_labels: tuple[str, str] = ("", ""),
+          limits: Sequence[float] = (), x_labels: tuple[str, str] = ("", ""),
           width: int = 560, height: int = 200) -> Markup:
     """One line per named series of (x, y) points (e.g. a batch's time as a timestamp and its
-    score PSI), x scaled over all series, a dot on each point, a dashed horizontal `limit` line
-    (e.g. a warning level) and `x_labels` under both ends of the x axis."""
+    score PSI), x scaled over all series, a dot on each point, a dashed horizontal line at each
+    of `limits` (e.g. warning levels) and `x_labels` under both ends of the x axis."""
     points = [p for values in series.values() for p in values]
     if not points:
         return Markup(f'<p class="empty">{escape(title)}: nothing yet.</p>')
-    top = max([*(y for _, y in points), limit or 0.0]) * 1.1 or 1.0
+    top = max([*(y for _, y in points), *limits, 0.0]) * 1.1 or 1.0
     low, span = min(x for x, _ in points), (max(x for x, _ in points) - min(x for x, _ in points))
 
     def at(x: float, y: float) -> tuple[float, float]:
@@ -86,7 +86,7 @@ def lines(title: str, series: dict[str, Sequence[tuple[float, float]]],
              f'</text><text x="30" y="{height + 16}" font-size="10" fill="{MUTED}">'
              f'{escape(x_labels[0])}</text><text x="{width - 70}" y="{height + 16}" '
              f'text-anchor="end" font-size="10" fill="{MUTED}">{escape(x_labels[1])}</text>']
-    if limit is not None:
+    for limit in limits:
         _, y = at(low, limit)
         parts.append(f'<line x1="30" y1="{y:.1f}" x2="{width - 70}" y2="{y:.1f}" '
                      f'stroke="{ALERT}" stroke-dasharray="6 4"/><text x="{width - 66}" '

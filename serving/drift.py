@@ -32,6 +32,7 @@ measures a feature table at once, and `catalog_drift(path, scorer)` a batch file
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,9 @@ from numpy.typing import NDArray
 from features.catalog import read_catalog
 from features.pipeline import build_features
 from features.registry import BATCH_RELATIVE
-from serving.bundle import BundleError
+from serving.bundle import Bundle, BundleError
 from serving.scorer import Scorer
+from serving.variants import FULL, SCHEMA_KEY
 
 # cut points: the reference's deciles, and finer in the upper tail, where fakes and flags are
 # (a few % of rows: a shift there moves no decile); repeated cut points merge bins
@@ -129,24 +131,39 @@ def reference_table(features: pl.DataFrame, scores: NDArray[np.floating],
 
 @dataclass(frozen=True)
 class FlaggedDrift:
-    """PSI among the listings the model flags, against the reference's flagged listings."""
+    """PSI among the listings the model flags, against the reference's flagged listings
+    (`score_psi` None when the batch flagged none)."""
 
     psi: dict[str, float]  # empty when only scores were counted (a Dask batch)
-    score_psi: float
+    score_psi: float | None
     rows: int
+    reference_rows: int
     flag_rate: float
     reference_flag_rate: float
 
     @property
     def reliable(self) -> bool:
-        return self.rows >= MIN_FLAGGED
+        """Enough flagged listings on both sides for the PSI to be more than noise."""
+        return min(self.rows, self.reference_rows) >= MIN_FLAGGED
 
     def summary(self) -> dict[str, object]:
-        return {"rows": self.rows, "flag_rate": round(self.flag_rate, 5),
+        return {"rows": self.rows, "reference_rows": self.reference_rows,
+                "flag_rate": round(self.flag_rate, 5),
                 "reference_flag_rate": round(self.reference_flag_rate, 5),
-                "score_psi": round(self.score_psi, 4), "reliable": self.reliable,
+                "score_psi": None if self.score_psi is None else round(self.score_psi, 4),
+                "reliable": self.reliable,
                 "top_drifted": [{"feature": k, "psi": round(v, 4)}
                                 for k, v in ranked(self.psi)[:TOP]]}
+
+    def describe(self) -> str:
+        rates = (f"{self.flag_rate:.2%} of the batch against {self.reference_flag_rate:.2%} on "
+                 "the reference")
+        if self.score_psi is None:
+            return f"nothing flagged ({rates})"
+        noise = "" if self.reliable else (f"; under {MIN_FLAGGED} flagged on a side: "
+                                          "too few to warn")
+        return (f"flagged listings' score PSI {self.score_psi:.3f} ({self.rows} flagged, "
+                f"{rates}{noise})")
 
 
 def ranked(values: dict[str, float]) -> list[tuple[str, float]]:
@@ -158,13 +175,16 @@ def ranked(values: dict[str, float]) -> list[tuple[str, float]]:
 @dataclass(frozen=True)
 class DriftReport:
     """PSI per feature and of the score for one batch, over all its listings and over the
-    flagged ones (None for a reference without them); `warning` past `threshold`."""
+    flagged ones (None for a reference without them), against the reference of the model
+    that scored it (`schema`: the main model, `full`, or a schema variant's key); `warning`
+    past `threshold`."""
 
     psi: dict[str, float]
     score_psi: float
     rows: int
     threshold: float = PSI_WARNING
     flagged: FlaggedDrift | None = None
+    schema: str = FULL
 
     @property
     def drifted(self) -> list[str]:
@@ -172,21 +192,21 @@ class DriftReport:
         return [name for name, value in ranked(self.psi) if value > self.threshold]
 
     @property
-    def flagged_score_psi(self) -> float | None:
-        return None if self.flagged is None else self.flagged.score_psi
-
-    @property
     def flagged_threshold(self) -> float:
         return self.threshold * FLAGGED_WARNING_SHARE
+
+    @property
+    def flagged_warning(self) -> bool:
+        f = self.flagged
+        return (f is not None and f.reliable and f.score_psi is not None
+                and f.score_psi > self.flagged_threshold)
 
     @property
     def warning(self) -> bool:
         """The score's distribution moved past the threshold over all listings, or past half
         of it over enough flagged ones: the flags no longer mean what they meant on the
         reference. (Drifted features alone are listed, not warned about.)"""
-        flagged = self.flagged is not None and self.flagged.reliable and (
-            self.flagged.score_psi > self.flagged_threshold)
-        return self.score_psi > self.threshold or flagged
+        return self.score_psi > self.threshold or self.flagged_warning
 
     def top(self, n: int = TOP) -> list[tuple[str, float]]:
         return ranked(self.psi)[:n]
@@ -197,7 +217,7 @@ class DriftReport:
             "psi": {k: round(v, 4) for k, v in self.psi.items()},
             "score_psi": round(self.score_psi, 4), "warning": self.warning,
             "threshold": self.threshold, "flagged_threshold": self.flagged_threshold,
-            "rows": self.rows,
+            "rows": self.rows, "schema": self.schema,
             "top_drifted": [{"feature": k, "psi": round(v, 4)} for k, v in self.top()],
             "drifted_features": self.drifted,
             "flagged": None if self.flagged is None else self.flagged.summary(),
@@ -210,12 +230,14 @@ class DriftReport:
         metrics = {"score_psi": self.score_psi,
                    "max_feature_psi": order[0][1] if order else 0.0,
                    "drifted_features": float(len(self.drifted)), "rows": float(self.rows),
+                   "warning": float(self.warning),
                    **{f"psi_{k}": v for k, v in self.psi.items()}}
         if self.flagged is not None:
-            metrics |= {"flagged_score_psi": self.flagged.score_psi,
-                        "flagged_rows": float(self.flagged.rows),
+            metrics |= {"flagged_rows": float(self.flagged.rows),
                         "flag_rate": self.flagged.flag_rate,
                         "reference_flag_rate": self.flagged.reference_flag_rate}
+            if self.flagged.score_psi is not None:
+                metrics["flagged_score_psi"] = self.flagged.score_psi
         return metrics
 
     def describe(self) -> str:
@@ -223,15 +245,14 @@ class DriftReport:
         top = ", ".join(f"{k} {v:.2f}" for k, v in self.top(3)) or "none measured"
         line = f"score PSI {self.score_psi:.3f}"
         if self.flagged is not None:
-            f = self.flagged
-            line += (f"; flagged listings' score PSI {f.score_psi:.3f} ({f.rows} flagged, "
-                     f"{f.flag_rate:.2%} of the batch against {f.reference_flag_rate:.2%} on "
-                     f"the reference{'' if f.reliable else '; too few to warn'})")
+            line += f"; {self.flagged.describe()}"
+        if self.schema != FULL:
+            line += f"; scored by schema variant {self.schema}"
         return f"{line}; most drifted features: {top}"
 
 
-class BatchDrift:
-    """Bin counts of a batch's features and scores on a reference's cut points, over all
+class DriftCounter:
+    """Bin counts of a batch's features and scores on one reference's cut points, over all
     listings and over those scoring at or above `flag_threshold`."""
 
     def __init__(self, reference: pl.DataFrame, flag_threshold: float | None = None) -> None:
@@ -251,26 +272,29 @@ class BatchDrift:
         self.counts = {key: np.zeros(len(s)) for key, s in self.expected.items()}
         self.rows = {(population, kind): 0 for population in (ALL, FLAGGED)
                      for kind in ("features", SCORE)}
+        self.flagged = (FLAGGED, SCORE) in self.cuts and bool(self.reference_rows.get(ALL))
 
     @classmethod
-    def of(cls, scorer: Scorer) -> BatchDrift | None:
-        """A counter on `scorer`'s bundle reference and threshold; None for a bundle exported
+    def of(cls, bundle: Bundle) -> DriftCounter | None:
+        """A counter on `bundle`'s reference and threshold; None for a bundle exported
         without a reference, or whose reference is unreadable (said on stderr: drift never
         stops a batch's scoring)."""
         try:
-            reference = scorer.bundle.reference
+            reference = bundle.reference
         except BundleError as exc:
-            print(f"knockoff worker: no drift measured: {exc}", file=sys.stderr)
+            print(f"knockoff: no drift measured: {exc}", file=sys.stderr)
             return None
-        return None if reference is None else cls(reference, scorer.bundle.threshold)
+        return None if reference is None else cls(reference, bundle.threshold)
+
+    @property
+    def scored(self) -> int:
+        return self.rows[ALL, SCORE]
 
     def _names(self, population: str) -> list[str]:
         return [name for p, name in self.cuts if p == population and name != SCORE]
 
     def _count(self, population: str, features: pl.DataFrame | None,
                scores: NDArray[np.float64]) -> None:
-        if (population, SCORE) not in self.cuts:
-            return
         if features is not None:
             names = self._names(population)
             # one float64 matrix, null as NaN, binned a column at a time
@@ -282,46 +306,80 @@ class BatchDrift:
         self.counts[population, SCORE] += bin_counts(scores, self.cuts[population, SCORE])
         self.rows[population, SCORE] += len(scores)
 
-    def add(self, features: pl.DataFrame, scores: NDArray[np.float64]) -> None:
-        """Count one scored feature table (the `Scorer.observer` signature)."""
-        self._add(features, scores)
-
-    def add_scores(self, scores: NDArray[np.float64]) -> None:
-        """Count scores alone (a batch whose features were computed elsewhere)."""
-        self._add(None, scores)
-
-    def _add(self, features: pl.DataFrame | None, scores: NDArray[np.float64]) -> None:
+    def add(self, features: pl.DataFrame | None, scores: NDArray[np.floating]) -> None:
+        """Count one scored feature table, or scores alone (`features` None: a batch whose
+        features were computed elsewhere)."""
         values = np.asarray(scores, dtype=np.float64)
         self._count(ALL, features, values)
-        if self.flag_threshold is not None:
-            flagged = values >= self.flag_threshold
-            self._count(FLAGGED, None if features is None else features.filter(pl.Series(flagged)),
-                        values[flagged])
+        if self.flagged:
+            assert self.flag_threshold is not None
+            hit = values >= self.flag_threshold
+            self._count(FLAGGED, None if features is None else features.filter(pl.Series(hit)),
+                        values[hit])
 
-    def _psi(self, population: str) -> tuple[dict[str, float], float]:
-        rows = self.rows[population, "features"]
+    def _psi(self, population: str) -> tuple[dict[str, float], float | None]:
+        rows, scored = self.rows[population, "features"], self.rows[population, SCORE]
         features = {name: psi(self.expected[population, name],
                               self.counts[population, name] / rows)
                     for name in self._names(population)} if rows else {}
-        scored = max(self.rows[population, SCORE], 1)
-        return features, psi(self.expected[population, SCORE],
-                             self.counts[population, SCORE] / scored)
+        return features, (psi(self.expected[population, SCORE],
+                              self.counts[population, SCORE] / scored) if scored else None)
 
-    def report(self, threshold: float = PSI_WARNING) -> DriftReport | None:
+    def report(self, threshold: float = PSI_WARNING, schema: str = FULL) -> DriftReport | None:
         """PSI of everything counted; None when no row was scored. Features are left out when
         only scores were counted (a Dask batch)."""
-        scored = self.rows[ALL, SCORE]
-        if not scored:
+        if not self.scored:
             return None
         features, score_psi = self._psi(ALL)
+        assert score_psi is not None
         flagged = None
-        if (FLAGGED, SCORE) in self.cuts and self.reference_rows.get(ALL):
+        if self.flagged:
             flagged_features, flagged_psi = self._psi(FLAGGED)
             flagged = FlaggedDrift(
                 flagged_features, flagged_psi, self.rows[FLAGGED, SCORE],
-                self.rows[FLAGGED, SCORE] / scored,
+                self.reference_rows[FLAGGED], self.rows[FLAGGED, SCORE] / self.scored,
                 self.reference_rows[FLAGGED] / self.reference_rows[ALL])
-        return DriftReport(features, score_psi, scored, threshold, flagged)
+        return DriftReport(features, score_psi, self.scored, threshold, flagged, schema)
+
+
+class BatchDrift:
+    """A batch's drift, counted per model that scores its rows (the main bundle, or a schema
+    variant's with its own reference and threshold): `add` is the `Scorer.observer`."""
+
+    def __init__(self) -> None:
+        self.counters: dict[Path, DriftCounter | None] = {}
+        self.schemas: dict[Path, str] = {}
+
+    def add(self, bundle: Bundle, features: pl.DataFrame | None,
+            scores: NDArray[np.floating]) -> None:
+        """Count rows `bundle` scored (`features` None: scores alone)."""
+        if bundle.path not in self.counters:
+            self.counters[bundle.path] = DriftCounter.of(bundle)
+            self.schemas[bundle.path] = schema_of(bundle)
+        counter = self.counters[bundle.path]
+        if counter is not None:
+            counter.add(features, scores)
+
+    @property
+    def scored(self) -> int:
+        return sum(c.scored for c in self.counters.values() if c is not None)
+
+    def report(self, threshold: float = PSI_WARNING) -> DriftReport | None:
+        """The drift of the rows of the model that scored most of them (a batch of one file
+        has one), against that model's reference; None when no row was counted."""
+        counted = [(c.scored, path) for path, c in self.counters.items() if c and c.scored]
+        if not counted:
+            return None
+        _, path = max(counted)
+        counter = self.counters[path]
+        assert counter is not None
+        return counter.report(threshold, self.schemas[path])
+
+
+def schema_of(bundle: Bundle) -> str:
+    """The schema variant a bundle was trained for (`full` for a main bundle)."""
+    schema = bundle.spec.get(SCHEMA_KEY)
+    return str(schema.get("key", FULL)) if isinstance(schema, dict) else FULL
 
 
 def drift_report(features: pl.DataFrame, scores: NDArray[np.floating], reference: pl.DataFrame,
@@ -334,7 +392,7 @@ def drift_report(features: pl.DataFrame, scores: NDArray[np.floating], reference
     missing = sorted(set(reference["name"]) - {SCORE} - set(features.columns))
     if missing:
         raise DriftError(f"the batch's features lack {', '.join(missing)}")
-    counter = BatchDrift(reference, flag_threshold)
+    counter = DriftCounter(reference, flag_threshold)
     counter.add(features, np.asarray(scores, dtype=np.float64))
     report = counter.report(threshold)
     assert report is not None  # rows were counted
@@ -343,15 +401,21 @@ def drift_report(features: pl.DataFrame, scores: NDArray[np.floating], reference
 
 def catalog_drift(source: str | Path, scorer: Scorer,
                   threshold: float = PSI_WARNING) -> DriftReport:
-    """Drift of a catalog batch (file or folder) against `scorer`'s bundle: its valid rows'
+    """Drift of a catalog batch (file or folder) scored as `knockoff score` scores it (each
+    file by the schema variant that fits it), against that model's reference: its valid rows'
     features (in memory, aggregates over the whole batch) and scores."""
-    reference = scorer.bundle.reference
-    if reference is None:
-        raise DriftError(f"{scorer.bundle.path}: this bundle has no reference quantiles (it "
-                         "was exported before drift was measured); retrain to get them")
     catalog = read_catalog(source, currency=scorer.state.currency)
-    features = build_features(catalog.rows, scorer.state).collect(engine="in-memory")
-    names = list(scorer.bundle.features)
-    scores = scorer.bundle.predict(features.select(names).to_numpy().astype(np.float32))
-    return drift_report(features.select(names), scores, reference, threshold,
-                        scorer.bundle.threshold)
+    plan = scorer.plan(catalog)
+    rows = plan.rows if plan else catalog.rows
+    features = build_features(rows, scorer.state, keep=scorer.keep_columns(rows)).collect(
+        engine="in-memory")
+    if features.height == 0:
+        raise DriftError("the batch has no valid rows to measure drift on")
+    counter = BatchDrift()
+    dataclasses.replace(scorer, observer=counter.add).score_features(features, explain=False)
+    report = counter.report(threshold)
+    if report is None:
+        raise DriftError(f"{scorer.bundle.path}: the model that scores this batch has no "
+                         "reference quantiles (it was exported before drift was measured); "
+                         "retrain to get them")
+    return report

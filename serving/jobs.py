@@ -181,8 +181,8 @@ class Worker:
         folder = self.settings.batch_dir(batch.id)
         upload = self.settings.data_dir / batch.upload_path
         _clear_outputs(folder, keep=upload)  # what a killed attempt may have left
-        monitor = BatchDrift.of(scorer)  # counts drift as the batch is scored
-        observed = dataclasses.replace(scorer, observer=monitor.add) if monitor else scorer
+        monitor = BatchDrift()  # counts drift as the batch is scored
+        observed = dataclasses.replace(scorer, observer=monitor.add)
         summary = score_upload(upload, folder / "scores.parquet", observed,
                                self.settings.threads, self.settings.dask_rows,
                                self.settings.dask_scheduler)
@@ -190,7 +190,7 @@ class Worker:
                                           "model_version")}
         cases = case_frame(batch, upload, folder / "scores.parquet", scorer,
                            self.settings.audit_share)
-        drift = monitoring.batch_report(monitor, folder / "scores.parquet", counts["scored"])
+        drift = monitoring.batch_report(monitor, scorer, summary, folder / "scores.parquet")
         return counts, _chunks(cases), drift
 
 

@@ -2,20 +2,22 @@
 dashboard (never shown to platforms: the batch object of the API is fixed by the contract).
 
 `serving.drift.BatchDrift` is the scorer's observer (`Scorer.observer`): each streaming batch's
-features and scores are binned on the reference cut points saved in the bundle, over all
-listings and over the flagged ones, and only the bin counts are kept, so measuring drift reads
-nothing twice and holds a few numbers per feature whatever the batch size. The worker writes
-the `DriftReport` to `batch_drift` (one row per batch) while it still holds the batch's lease,
-just before the transaction that marks it done: a batch scored again after a crash replaces its
-row, a worker that lost the lease writes nothing, and a done batch always has the row of the
-attempt that finished it.
+features and scores are binned on the reference cut points saved in the bundle of the model
+that scored them (the main model, or the schema variant that fits the upload, each with its own
+reference and threshold), over all listings and over the flagged ones, and only the bin counts
+are kept, so measuring drift reads nothing twice and holds a few numbers per feature whatever
+the batch size. The worker writes the `DriftReport` to `batch_drift` (one row per batch) while
+it still holds the batch's lease, just before the transaction that marks it done: a batch
+scored again after a crash replaces its row, a worker that lost the lease writes nothing, and
+a done batch always has the row of the attempt that finished it.
 
-Batches scored on Dask are binned on the workers' own scorers, which carry no observer: for
+Batches scored on Dask are scored by the workers' own scorers, which carry no observer: for
 them only the scores' PSI (all and flagged) is measured, from the scores file's `score` column.
 """
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,24 +26,42 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from serving.drift import MIN_FLAGGED, PSI_WARNING, SCORE, TOP, BatchDrift, DriftReport, ranked
+from serving.drift import (
+    FLAGGED_WARNING_SHARE,
+    MIN_FLAGGED,
+    PSI_WARNING,
+    TOP,
+    BatchDrift,
+    DriftReport,
+    ranked,
+)
+from serving.scorer import Scorer
 from serving.store import _utc, _write, now
 from serving.tables import batch_drift, batches, platforms
+from serving.variants import FULL
 
 
-def batch_report(monitor: BatchDrift | None, scores: Path, scored: int) -> DriftReport | None:
-    """The batch's drift once it is scored; the scores file's `score` column is read only when
-    the observer saw fewer rows than were scored (the Dask engine)."""
-    if monitor is None:
-        return None
-    if not monitor.rows["all", SCORE] and scored:
-        monitor.add_scores(pl.read_parquet(scores, columns=["score"])["score"].to_numpy())
+def batch_report(monitor: BatchDrift, scorer: Scorer, summary: dict[str, Any],
+                 scores: Path) -> DriftReport | None:
+    """The batch's drift once it is scored. A batch the observer did not see (the Dask
+    engine's workers carry none) is measured on its scores file's `score` column, against the
+    model its summary names (`schema`: the main model or one schema variant); a Dask batch
+    whose files were scored by different variants gets none."""
+    if not monitor.scored and summary["scored"]:
+        schema = summary.get("schema", FULL)
+        if schema == "mixed":
+            print("knockoff worker: no drift measured: the batch's files were scored by "
+                  "different schema variants on Dask", file=sys.stderr)
+            return None
+        bundle = scorer.bundle if schema == FULL else scorer.with_variant(schema).bundle
+        monitor.add(bundle, None, pl.read_parquet(scores, columns=["score"])["score"].to_numpy())
     return monitor.report()
 
 
 def _flagged_columns(report: DriftReport) -> dict[str, Any]:
     f = report.flagged
-    return {"flagged_rows": None if f is None else f.rows,
+    return {"schema": report.schema, "flagged_rows": None if f is None else f.rows,
+            "flagged_reference_rows": None if f is None else f.reference_rows,
             "flagged_score_psi": None if f is None else f.score_psi,
             "flag_rate": None if f is None else f.flag_rate,
             "reference_flag_rate": None if f is None else f.reference_flag_rate}
@@ -83,18 +103,24 @@ def drift_panel(engine: Engine, days: int = 30) -> dict[str, Any]:
         series.setdefault(row["platform"], []).append({
             "batch_id": row["batch_id"], "at": _utc(row["computed_at"]).isoformat(),
             "score_psi": row["score_psi"], "flagged_score_psi": row["flagged_score_psi"],
-            "flagged_rows": row["flagged_rows"], "warning": row["warning"],
+            "flagged_reliable": _reliable(row), "warning": row["warning"],
             "model_version": row["model_version"]})
     latest = rows[-1] if rows else None
     return {
-        "threshold": PSI_WARNING, "min_flagged": MIN_FLAGGED, "series": series,
+        "threshold": PSI_WARNING, "flagged_threshold": PSI_WARNING * FLAGGED_WARNING_SHARE,
+        "min_flagged": MIN_FLAGGED, "series": series,
         "latest": None if latest is None else {
-            "platform": latest["platform"], "batch_id": latest["batch_id"],
-            "model_version": latest["model_version"], "rows": latest["rows"],
-            "score_psi": latest["score_psi"], "warning": latest["warning"],
-            "flagged_score_psi": latest["flagged_score_psi"],
-            "flagged_rows": latest["flagged_rows"], "flag_rate": latest["flag_rate"],
-            "reference_flag_rate": latest["reference_flag_rate"],
+            **{k: latest[k] for k in (
+                "platform", "batch_id", "model_version", "rows", "score_psi", "warning",
+                "schema", "flagged_score_psi", "flagged_rows", "flag_rate",
+                "reference_flag_rate")},
+            "flagged_reliable": _reliable(latest),
             "top_features": [{"feature": k, "psi": v}
                              for k, v in ranked(latest["feature_psi"])[:TOP]]},
     }
+
+
+def _reliable(row: dict[str, Any]) -> bool:
+    """The flagged listings' PSI is more than noise (`serving.drift.FlaggedDrift.reliable`)."""
+    return row["flagged_score_psi"] is not None and min(
+        row["flagged_rows"], row["flagged_reference_rows"]) >= MIN_FLAGGED

@@ -272,10 +272,11 @@ def _drift_chart(drift: dict[str, Any]) -> Markup:
         for b in batches:
             at = datetime.fromisoformat(b["at"]).timestamp()
             series.setdefault(f"{name}: all listings", []).append((at, b["score_psi"]))
-            if b["flagged_score_psi"] is not None:
+            if b["flagged_reliable"]:  # too few flagged listings: noise, not plotted
                 series.setdefault(f"{name}: flagged", []).append((at, b["flagged_score_psi"]))
     days = sorted(b["at"][:10] for batches in drift["series"].values() for b in batches)
     return charts.lines(
         f"Score PSI per batch and platform over time, all listings and flagged ones; dashed: "
-        f"the {drift['threshold']} warning",
-        series, limit=drift["threshold"], x_labels=(days[0], days[-1]) if days else ("", ""))
+        f"the warnings, {drift['threshold']} (all listings) and {drift['flagged_threshold']} "
+        "(flagged)", series, limits=(drift["threshold"], drift["flagged_threshold"]),
+        x_labels=(days[0], days[-1]) if days else ("", ""))

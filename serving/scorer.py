@@ -65,8 +65,9 @@ class Scorer:
     model_version: str
     explain: PathContributions
     variants: Variants | None = None  # the bundle's schema variants (serving.variants)
-    # sees every scored feature table and its scores, e.g. to count drift (serving.monitoring)
-    observer: Callable[[pl.DataFrame, NDArray[np.float64]], None] | None = None
+    # sees every scored feature table, its scores and the bundle (main or schema variant) that
+    # scored it, e.g. to count drift (serving.drift.BatchDrift)
+    observer: Callable[[Bundle, pl.DataFrame, NDArray[np.float64]], None] | None = None
 
     @classmethod
     def load(cls, ref: str = DEFAULT_MODEL, threads: int = 2) -> Scorer:
@@ -104,7 +105,8 @@ class Scorer:
         """The catalog's rows prepared for the variant of each file (None: no variants)."""
         return plan_catalog(catalog, self.variants) if self.variants else None
 
-    def _keep(self, rows: pl.LazyFrame) -> tuple[str, ...]:
+    def keep_columns(self, rows: pl.LazyFrame) -> tuple[str, ...]:
+        """The columns a feature table keeps: ids, and each row's schema variant if any."""
         has_schema = SCHEMA_COLUMN in rows.collect_schema().names()
         return ID_COLUMNS + ((SCHEMA_COLUMN,) if has_schema else ())
 
@@ -136,7 +138,7 @@ class Scorer:
             words, names = top_reasons(self.explain(X[rows], self.bundle.threads), X[rows])
         clock.lap("reasons")
         if self.observer is not None:
-            self.observer(features, score)
+            self.observer(self.bundle, features, score)
             clock.lap("observer")
         n = len(X)
         scored = pl.DataFrame({
@@ -158,7 +160,7 @@ class Scorer:
         if self.variants is not None and aggregates is None:
             rows = plan_rows(rows, self.variants).rows
         features = build_features(rows, self.state, aggregates=aggregates,
-                                  keep=self._keep(rows)).collect(engine="in-memory")
+                                  keep=self.keep_columns(rows)).collect(engine="in-memory")
         return self.score_features(features, explain)
 
     def scored(
@@ -186,7 +188,7 @@ class Scorer:
 
         schema = {**SCORED_SCHEMA, **({"reasons": pl.String} if reasons_as_text else {})}
         return build_features(rows, self.state, aggregates=aggregates,
-                              keep=self._keep(rows)).map_batches(
+                              keep=self.keep_columns(rows)).map_batches(
             score_batch, schema=schema, streamable=True)
 
 

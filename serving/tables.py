@@ -113,8 +113,11 @@ batch_drift = sa.Table(  # one row per scored batch (serving.monitoring)
     sa.Column("feature_psi", sa.JSON, nullable=False),  # {feature: PSI}
     sa.Column("warning", sa.Boolean, nullable=False),
     sa.Column("computed_at", ts, nullable=False),
-    # among the flagged listings (null: a bundle whose reference has no flagged population)
+    sa.Column("schema", sa.String(200)),  # the model measured against: full or a variant
+    # among the flagged listings (null: a bundle whose reference has no flagged population;
+    # flagged_score_psi also when the batch flagged nothing)
     sa.Column("flagged_rows", sa.BigInteger),
+    sa.Column("flagged_reference_rows", sa.BigInteger),
     sa.Column("flagged_score_psi", sa.Float),
     sa.Column("flag_rate", sa.Float),
     sa.Column("reference_flag_rate", sa.Float),

@@ -380,7 +380,11 @@ def log_drift(metrics: Mapping[str, float], tags: Mapping[str, object], run_name
     name, _, version = model_version.rpartition("/")
     if name and version.isdigit():
         client = _mlflow().MlflowClient()
-        for key in ("score_psi", "max_feature_psi"):
-            client.set_model_version_tag(name, version, f"drift_{key}", f"{metrics[key]:.4f}")
+        for key in ("score_psi", "flagged_score_psi", "max_feature_psi"):
+            if key in metrics:
+                client.set_model_version_tag(name, version, f"drift_{key}",
+                                             f"{metrics[key]:.4f}")
+        client.set_model_version_tag(name, version, "drift_warning",
+                                     str(bool(metrics["warning"])).lower())
         client.set_model_version_tag(name, version, "drift_run", run_id)
     return run_id

@@ -31,6 +31,7 @@ from features.fitted import brand_risk_as_of
 from features.pipeline import build_features
 from features.registry import FEATURE_COLUMNS
 from features.state import FeatureState
+from serving.drift import reference_table
 from serving.variants import SCHEMA_KEY, VARIANTS_DIR, absent_columns, hide_inputs, schema_key
 from training.config import TrainConfig
 from training.dataset import KEEP, Prepared, hide_optional, labels, matrix
@@ -51,6 +52,7 @@ class VariantModel:
     valid_X: NDArray[np.float32]  # the labelled validation rows, for the parity check
     average_precision: float
     seconds: float
+    reference: pl.DataFrame  # its drift reference: every validation row (serving.drift)
 
     @property
     def key(self) -> str:
@@ -61,7 +63,7 @@ def variant_features(
     train_rows: pl.LazyFrame, valid_rows: pl.LazyFrame, state: FeatureState,
     absent: tuple[str, ...], config: TrainConfig,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The labelled training rows (masked) and the validation rows' features, as `prepare`
+    """The labelled training rows (masked) and every validation row's features, as `prepare`
     builds them, from rows without the `absent` groups' inputs."""
     train, valid = pl.collect_all(
         [build_features(hide_inputs(train_rows, absent), state, keep=(*KEEP, "brand")),
@@ -72,21 +74,26 @@ def variant_features(
         brand_risk_as_of(train, timedelta(days=config.label_delay_days),
                          state.risk.smoothing, state.risk.prior).cast(pl.Float32)
     ).filter(pl.col(LABEL).is_not_null()).drop("brand")
-    return hide_optional(train, config), valid.filter(pl.col(LABEL).is_not_null())
+    return hide_optional(train, config), valid
 
 
 def fit_variant(train: pl.DataFrame, valid: pl.DataFrame, absent: tuple[str, ...],
                 config: TrainConfig, fit: FitFunction, progress: bool,
                 started: float) -> VariantModel:
-    """Fit one variant and choose its threshold on its own labelled validation rows
-    (`started`: when its step began, by `time.perf_counter`)."""
+    """Fit one variant, choose its threshold on its own labelled validation rows and keep its
+    drift reference over all of them (`started`: when its step began, by
+    `time.perf_counter`)."""
     booster = fit(train, config, progress)
-    X = matrix(valid)
+    labelled = valid.filter(pl.col(LABEL).is_not_null())
+    X = matrix(labelled)
     scores = booster.predict(X, num_threads=config.threads)
-    y = labels(valid)
+    y = labels(labelled)
     threshold = choose_threshold(y, scores, config.target_precision)
     ap = float(average_precision_score(y, scores))
-    return VariantModel(absent, booster, threshold, X, ap, time.perf_counter() - started)
+    reference = reference_table(valid.select(FEATURE_COLUMNS), booster.predict(
+        matrix(valid), num_threads=config.threads), threshold.threshold)
+    return VariantModel(absent, booster, threshold, X, ap, time.perf_counter() - started,
+                        reference)
 
 
 def fit_variants(catalog_path: str | Path, prepared: Prepared, config: TrainConfig,
@@ -125,6 +132,7 @@ def variants_writer(variants: tuple[VariantModel, ...], prepared: Prepared, conf
                 folder / VARIANTS_DIR / model.key, model.booster, FEATURE_COLUMNS,
                 model.threshold.threshold, model.valid_X, write_state=prepared.state.save,
                 config_text=config.to_toml(), threads=config.threads,
+                drift_reference=model.reference,
                 spec_extra={**spec_extra, SCHEMA_KEY: schema,
                             "threshold_rule": model.threshold.rule,
                             "metrics": {PRIMARY: model.average_precision}},

@@ -96,6 +96,12 @@ def test_flagged_population_sees_a_shift_among_the_few_flagged_rows() -> None:
     assert report.metrics()["flagged_score_psi"] == report.flagged.score_psi
     few = drift_report(base[:3000], moved[:3000], reference, flag_threshold=0.95)
     assert few.flagged is not None and few.flagged.rows < MIN_FLAGGED and not few.warning
+    nothing = drift_report(base, scores * 0.9, reference, flag_threshold=0.95)
+    assert nothing.flagged is not None and nothing.flagged.rows == 0
+    assert nothing.flagged.score_psi is None and not nothing.flagged_warning
+    assert "nothing flagged" in nothing.describe() and "flagged_score_psi" not in nothing.metrics()
+    small = reference_table(base[:2000], scores[:2000], flag_threshold=0.95)  # ~100 flagged
+    assert not drift_report(base, moved, small, flag_threshold=0.95).flagged.reliable  # type: ignore[union-attr]
     # a reference from before the flagged population (no population column): all rows only
     old = reference.filter(population=ALL).drop("population", "rows")
     assert drift_report(base, moved, old, flag_threshold=0.95).flagged is None
@@ -157,6 +163,8 @@ def test_drift_command_reports_more_drift_on_the_drifted_batch(trained: dict[str
     assert same["flagged"]["score_psi"] < 0.1 < drifted["flagged"]["score_psi"]
     assert drifted["flagged"]["flag_rate"] > same["flagged"]["flag_rate"]  # more fakes
     assert not same["warning"] and drifted["flagged_threshold"] == 0.1
+    assert drifted["warning"] == (drifted["flagged"]["score_psi"] > 0.1)  # its score PSI < 0.2
+    assert drifted["schema"] == same["schema"] == "full"
     assert "no warning (scores' PSI at most 0.2, 0.1 among the flagged" in _cli(
         "drift", str(trained["same"]), "--model", bundle)[2]
     assert "flagged listings' score PSI" in err
@@ -175,6 +183,9 @@ def test_drift_warns_past_the_threshold_exits_0_and_logs(trained: dict[str, Any]
     assert run.data.tags["model_version"] == trained["version"]
     version = MlflowClient().get_model_version("knockoff", trained["version"].split("/")[1])
     assert version.tags["drift_run"] == summary["drift_run_id"]
+    assert version.tags["drift_warning"] == "true"
+    assert float(version.tags["drift_flagged_score_psi"]) == pytest.approx(
+        summary["flagged"]["score_psi"], abs=1e-4)
 
 
 def test_drift_refuses_a_bad_threshold_and_a_missing_batch(trained: dict[str, Any],

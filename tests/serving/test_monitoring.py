@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from features.registry import BATCH_RELATIVE
 from serving import monitoring, store
-from serving.drift import BatchDrift, bin_shares, catalog_drift, psi, reference_table
+from serving.drift import BatchDrift, bin_shares, catalog_drift, psi
 from serving.exports import dashboard
 from serving.jobs import ChampionWatch, ServiceSettings, Worker
 from serving.scorer import Scorer, score_catalog
@@ -61,17 +61,17 @@ def _drift_rows(engine: Engine) -> list[dict[str, Any]]:
 def test_drift_counted_while_scoring_is_the_drift_of_the_whole_batch(
         world: World, scorer: Scorer, tmp_path: Path) -> None:
     batch = world.data.parent / "alpha.parquet"
-    monitor = BatchDrift.of(scorer)
-    assert monitor is not None
+    monitor = BatchDrift()
     calls: list[int] = []
 
-    def observe(features: Any, scores: Any) -> None:
+    def observe(bundle: Any, features: Any, scores: Any) -> None:
+        assert bundle is scorer.bundle  # the world's bundle has no schema variants
         calls.append(len(scores))
-        monitor.add(features, scores)
+        monitor.add(bundle, features, scores)
 
     summary = score_catalog(batch, tmp_path / "scores.parquet", chunk_rows=500,
                             scorer=dataclasses.replace(scorer, observer=observe))
-    counted = monitoring.batch_report(monitor, tmp_path / "scores.parquet", summary["scored"])
+    counted = monitoring.batch_report(monitor, scorer, summary, tmp_path / "scores.parquet")
     whole = catalog_drift(batch, scorer)
     assert len(calls) > 1 and sum(calls) == summary["scored"] == whole.rows
     assert counted is not None and counted.rows == whole.rows
@@ -80,35 +80,34 @@ def test_drift_counted_while_scoring_is_the_drift_of_the_whole_batch(
     for name, value in whole.psi.items():
         assert counted.psi[name] == pytest.approx(value, abs=1e-9), name
     assert counted.flagged is not None and whole.flagged is not None
-    assert counted.flagged.rows == whole.flagged.rows > 0
+    assert counted.flagged.rows == whole.flagged.rows == summary["flagged"] > 0
     assert counted.flagged.score_psi == pytest.approx(whole.flagged.score_psi, abs=1e-9)
     for name, value in whole.flagged.psi.items():
         assert counted.flagged.psi[name] == pytest.approx(value, abs=1e-9), name
 
 
-def test_a_batch_scored_elsewhere_gets_the_score_psi_from_its_scores_file(
-        tmp_path: Path) -> None:
-    """The Dask engine's workers carry no observer: the score's PSI comes from the scores
-    file, features are left out, and a batch without a scored row has no drift."""
-    rng = np.random.default_rng(3)
-    reference = reference_table(pl.DataFrame({"a": rng.normal(size=2000)}), rng.random(2000))
-    scores = rng.random(500) ** 2
+def test_a_batch_scored_elsewhere_gets_the_scores_psi_from_its_scores_file(
+        scorer: Scorer, tmp_path: Path) -> None:
+    """The Dask engine's workers carry no observer: the scores' PSIs come from the scores
+    file, against the model the summary names; features are left out, and a batch without a
+    scored row, or whose files different variants scored, has no drift."""
+    scores = np.random.default_rng(3).random(500) ** 2
     pl.DataFrame({"score": scores}).write_parquet(tmp_path / "scores.parquet")
-    assert monitoring.batch_report(BatchDrift(reference), tmp_path / "x", 0) is None
-    report = monitoring.batch_report(BatchDrift(reference),
-                                     tmp_path / "scores.parquet", 500)
+    path = tmp_path / "scores.parquet"
+    assert monitoring.batch_report(BatchDrift(), scorer, {"scored": 0}, path) is None
+    assert monitoring.batch_report(BatchDrift(), scorer, {"scored": 500, "schema": "mixed"},
+                                   path) is None
+    report = monitoring.batch_report(BatchDrift(), scorer, {"scored": 500}, path)
     assert report is not None and report.psi == {} and report.rows == 500
-    assert report.flagged is None  # the reference was made without a threshold
-    cuts, shares = reference.row(1)[3:]
+    reference = scorer.bundle.reference
+    assert reference is not None
+    cuts, shares = reference.filter(population="all", name="score").select(
+        "cuts", "shares").row(0)
     assert report.score_psi == pytest.approx(
         psi(np.asarray(shares), bin_shares(scores, np.asarray(cuts))), abs=1e-12)
-    assert report.score_psi > 0.1  # squared uniform scores against uniform ones
-    with_flags = reference_table(pl.DataFrame({"a": rng.normal(size=2000)}), rng.random(2000),
-                                 flag_threshold=0.5)
-    report = monitoring.batch_report(BatchDrift(with_flags, 0.5), tmp_path / "scores.parquet",
-                                     500)
-    assert report is not None and report.flagged is not None and report.flagged.psi == {}
-    assert report.flagged.rows == int((scores >= 0.5).sum())
+    assert report.score_psi > 1  # uniform squared scores against a model's, mostly near 0
+    assert report.flagged is not None and report.flagged.psi == {}
+    assert report.flagged.rows == int((scores >= scorer.threshold).sum())
     assert report.flagged.flag_rate == pytest.approx(report.flagged.rows / 500)
 
 
@@ -214,9 +213,14 @@ def test_the_dashboard_shows_drift_and_the_flag_estimates(world: World, engine: 
     assert page.status_code == 200
     html = page.text
     assert 'id="h-drift"' in html and 'aria-label="Score PSI per batch' in html
-    # two platforms, each with its all-listings and flagged-listings line
-    assert html.count("<polyline") == 4 and 'stroke-dasharray="6 4"' in html
-    assert f"among the {latest['flagged_rows']} flagged" in html
+    # each platform's all-listings line, and its flagged-listings line where a batch had enough
+    # flagged listings on both sides (this small world's reference has few)
+    series = figures["drift"]["series"]
+    lines = len(series) + sum(any(b["flagged_reliable"] for b in batches)
+                              for batches in series.values())
+    assert html.count("<polyline") == lines and html.count('stroke-dasharray="6 4"') == 2
+    assert f"{latest['flagged_rows']} flagged (a flag rate of" in html
+    assert "for the flagged listings, above 0.1 once a batch has 200 of them" in html
     assert not {f["feature"] for f in latest["top_features"]} & BATCH_RELATIVE
     assert f"<td>{latest['top_features'][0]['feature']}</td>" in html
     assert f"Latest batch: {latest['platform']}, {latest['batch_id']}" in html

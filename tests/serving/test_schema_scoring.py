@@ -3,6 +3,7 @@ checks variants at load like the main model, and leaves full-schema scores uncha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ from sklearn.metrics import average_precision_score
 from features.catalog import read_catalog
 from features.contract import TRUTH
 from serving.bundle import FEATURE_SPEC, PARITY_SAMPLE, seal
+from serving.drift import BatchDrift, catalog_drift
 from serving.scorer import ModelLoadError, Scorer, score_catalog
 from serving.variants import (
     FULL,
@@ -101,6 +103,31 @@ def test_a_file_missing_groups_is_scored_by_its_variant(world: World, served: Sc
     rows = read_catalog(sparse, currency=served.state.currency).rows
     in_memory = served.score(rows).drop("reason_features")
     assert_frame_equal(in_memory, scores, check_dtypes=False)
+
+
+def test_drift_of_a_sparse_file_is_measured_against_its_variant(
+        world: World, served: Scorer, tmp_path: Path) -> None:
+    """A file scored by a schema variant is compared with that variant's own reference
+    (exported with it: its scores on every validation row, flagged at its threshold), the same
+    while scoring (the observer) as by `knockoff drift`."""
+    sparse = _without(world.batch, tmp_path / "sparse.parquet", SPARSE)
+    variant = served.variants.get(SPARSE_KEY)  # type: ignore[union-attr]
+    assert variant.bundle.reference is not None
+    monitor = BatchDrift()
+    summary = score_catalog(sparse, tmp_path / "scores.parquet",
+                            scorer=dataclasses.replace(served, observer=monitor.add))
+    assert set(monitor.counters) == {variant.bundle.path}  # the main model scored nothing
+    counted, whole = monitor.report(), catalog_drift(sparse, served)
+    assert counted is not None and counted.schema == whole.schema == SPARSE_KEY
+    assert counted.score_psi == pytest.approx(whole.score_psi, abs=1e-9)
+    assert counted.flagged is not None and whole.flagged is not None
+    assert counted.flagged.rows == whole.flagged.rows == summary["flagged"]
+    flagged_rows = variant.bundle.reference.filter(population="flagged", name="score")["rows"]
+    assert whole.flagged.reference_rows == flagged_rows.item()
+    assert "scored by schema variant" in whole.describe()
+    full = catalog_drift(world.batch, served)  # every column: the main model and its reference
+    assert full.schema == FULL and full.flagged is not None
+    assert full.flagged.reference_rows != whole.flagged.reference_rows
 
 
 def test_after_sale_columns_are_absent_only_when_the_file_lacks_them(

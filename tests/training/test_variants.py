@@ -54,15 +54,15 @@ def test_variant_features_are_those_of_a_catalog_without_its_columns(
     hidden = [name for group in SPARSE for name in OPTIONAL_GROUPS[group]]
     for frame in (train, valid):
         assert frame.select(pl.col(hidden).is_null().all()).row(0) == (True,) * len(hidden)
-        assert frame[LABEL].null_count() == 0
-    assert train.height == world.prepared.train.height
+    assert train[LABEL].null_count() == 0 and train.height == world.prepared.train.height
+    assert valid.height == world.prepared.valid.height  # every row: the drift reference's
     sparse = tmp_path / "sparse.parquet"
     pl.read_parquet(world.catalog).drop(absent_columns(SPARSE)).write_parquet(sparse)
     _, sparse_valid = split(read_catalog(sparse, currency=CONFIG.currency).rows,
                             world.prepared.windows)
     expected = build_features(sparse_valid, world.prepared.state, keep=KEEP).collect()
-    assert_frame_equal(valid, expected.filter(pl.col(LABEL).is_not_null()))
-    full_clusters = world.prepared.valid_labelled["seller_cluster_size"]
+    assert_frame_equal(valid, expected)
+    full_clusters = world.prepared.valid["seller_cluster_size"]
     assert not valid["seller_cluster_size"].equals(full_clusters)  # contact links are gone
 
 
@@ -81,9 +81,18 @@ def test_each_variant_is_exported_with_its_own_threshold_and_parity(world: World
         _, valid = variant_features(*split(read_catalog(world.catalog, currency=CONFIG.currency)
                                            .rows, world.prepared.windows),
                                     world.prepared.state, model.absent, CONFIG)
-        np.testing.assert_array_equal(matrix(valid), model.valid_X)
-        own = choose_threshold(labels(valid), scores, CONFIG.target_precision)
+        labelled = valid.filter(pl.col(LABEL).is_not_null())
+        np.testing.assert_array_equal(matrix(labelled), model.valid_X)
+        own = choose_threshold(labels(labelled), scores, CONFIG.target_precision)
         assert bundle.threshold == own.threshold == model.threshold.threshold
+        # its own drift reference: its scores on every validation row, flagged at its threshold
+        reference = bundle.reference
+        assert reference is not None
+        everyone = reference.filter(population="all", name="score").row(0, named=True)
+        flagged = reference.filter(population="flagged", name="score").row(0, named=True)
+        assert everyone["rows"] == valid.height
+        assert flagged["rows"] == int((model.booster.predict(matrix(valid))
+                                       >= bundle.threshold).sum())
     thresholds = {Bundle.load(world.served).threshold, *(v.threshold.threshold
                                                          for v in world.variants)}
     assert len(thresholds) == 4
