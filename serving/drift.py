@@ -115,8 +115,8 @@ def reference_table(features: pl.DataFrame, scores: NDArray[np.floating],
                     flag_threshold: float | None = None) -> pl.DataFrame:
     """One row per feature (every column of `features`) and one for the score, per population:
     `name`, `population` ("all", and "flagged" when `flag_threshold` is given and flags a row),
-    its `rows`, the decile `cuts` of its non-null values and the `shares` of each bin (null
-    last)."""
+    its `rows`, the `cuts` of its non-null values (at CUT_QUANTILES, or FLAGGED_CUT_QUANTILES
+    for the flagged) and the `shares` of each bin (null last)."""
     columns = {name: _values(features[name]) for name in features.columns}
     columns[SCORE] = np.asarray(scores, dtype=np.float64)
     rows = _population(columns, ALL)
