@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +19,10 @@ from knockoff.label_commands import add_label_commands
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from serving.jobs import ChampionWatch, ServiceSettings
+
+DEFAULT_NICE = 10  # serve's worker processes yield the CPU to its API
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -48,37 +55,69 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from serving.api import create_app
-    from serving.jobs import ChampionWatch, ServiceSettings, Worker, sweep_orphans
+    from serving.jobs import ChampionWatch, ServiceSettings, sweep_orphans
+    from serving.worker_pool import WorkerPool
 
     if args.workers < 0 or not 0 <= args.port <= 65535:
-        from knockoff.cli import UserError
-
-        raise UserError("--workers must be >= 0 and --port within 0..65535")
+        raise _user_error("--workers must be >= 0 and --port within 0..65535")
+    nice = _nice()
     engine = _engine(args)
     settings = ServiceSettings.from_env(args.data)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sweep_orphans(engine, settings)
     champion = ChampionWatch()
-    stop = threading.Event()
-    workers = [threading.Thread(target=Worker(engine, settings, champion=champion).run,
-                                args=(stop,), daemon=True, name=f"worker-{i}")
-               for i in range(args.workers)]
-    for thread in workers:
-        thread.start()
+    workers: AbstractContextManager[object] = (
+        _worker_threads(engine, settings, champion, args.workers)
+        if os.environ.get("KNOCKOFF_WORKER_THREADS") == "1"
+        else WorkerPool(args.workers, args.db, settings.data_dir, nice))
     server = uvicorn.Server(uvicorn.Config(create_app(engine, settings, champion),
                                            host=args.host, port=args.port,
                                            log_level="warning", access_log=False))
     print(f"knockoff serve: http://{args.host}:{args.port} with {args.workers} worker(s), "
           f"data in {settings.data_dir}", file=sys.stderr, flush=True)
-    server.run()
-    stop.set()
+    with workers:  # stopped however the server stops (Ctrl-C and SIGTERM included)
+        server.run()
     _print({"served": f"http://{args.host}:{args.port}", "workers": args.workers,
             "stopped": True})
 
 
+@contextmanager
+def _worker_threads(engine: Engine, settings: ServiceSettings, champion: ChampionWatch,
+                    count: int) -> Iterator[None]:
+    """Workers as threads of serve (KNOCKOFF_WORKER_THREADS=1): the old way, kept as the
+    reference bench/service.py measures the child processes against."""
+    from serving.jobs import Worker
+
+    stop = threading.Event()
+    for i in range(count):
+        threading.Thread(target=Worker(engine, settings, champion=champion).run, args=(stop,),
+                         daemon=True, name=f"worker-{i}").start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _nice() -> int:
+    """KNOCKOFF_WORKER_NICE: how much lower the workers' CPU priority is, 0 (not lower) to 19."""
+    value = os.environ.get("KNOCKOFF_WORKER_NICE", str(DEFAULT_NICE))
+    if not value.isdigit() or int(value) > 19:
+        raise _user_error(f"KNOCKOFF_WORKER_NICE must be an integer within 0..19, not {value!r}")
+    return int(value)
+
+
+def _user_error(message: str) -> Exception:
+    from knockoff.cli import UserError
+
+    return UserError(message)
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     from serving.jobs import ServiceSettings, Worker, sweep_orphans
+    from serving.worker_pool import follow_parent
 
+    if args.parent is not None and not follow_parent(args.parent):
+        raise _user_error(f"--parent {args.parent}: that process is gone")
     engine = _engine(args)
     settings = ServiceSettings.from_env(args.data)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -133,18 +172,21 @@ def _data_option(parser: argparse.ArgumentParser) -> None:
 
 def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the service's subcommands on the `knockoff` parser's subparsers."""
-    p = sub.add_parser("serve", help="the platform API and in-process scoring workers")
+    p = sub.add_parser("serve", help="the platform API and its scoring worker processes")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     _db_option(p)
     _data_option(p)
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="scoring workers in this process (default 1; 0 = API only)")
+                   help="scoring worker processes, at niceness $KNOCKOFF_WORKER_NICE (10) and "
+                   "restarted when one exits (default 1; 0 = API only)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="a scoring worker alone (same database and data folder)")
     _db_option(p)
     _data_option(p)
+    p.add_argument("--parent", type=int, metavar="PID",
+                   help="exit when process PID exits, however it ends (serve passes its own)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("platforms", help="platform accounts and their API keys")
