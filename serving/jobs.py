@@ -162,7 +162,10 @@ class Worker:
             else:
                 store.release_batch(self.engine, batch.id, self.name)
         else:
-            store.finish_batch(self.engine, batch.id, self.name, counts, cases)
+            done = store.finish_batch(self.engine, batch.id, self.name, counts, cases)
+            if done and drift is not None:
+                monitoring.track_drift(self.engine, batch.id, batch.platform_id,
+                                       str(counts["model_version"]), drift)
         finally:
             stop.set()
             beat.join()

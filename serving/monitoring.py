@@ -26,6 +26,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from serving import tracking
 from serving.drift import (
     FLAGGED_WARNING_SHARE,
     MIN_FLAGGED,
@@ -84,6 +85,21 @@ def save_drift(engine: Engine, batch_id: str, owner: str, model_version: str,
             feature_psi={k: round(v, 6) for k, v in report.psi.items()},
             warning=report.warning, computed_at=now(), **_flagged_columns(report)))
     return True
+
+
+def track_drift(engine: Engine, batch_id: str, platform_id: int, model_version: str,
+                report: DriftReport) -> None:
+    """Append a done batch's drift to its model version's service run in MLflow
+    (`tracking.log_service_drift`). A tracking server that is down or busy costs the batch
+    nothing: said on stderr, the database row stays the record."""
+    with engine.connect() as conn:
+        platform = conn.scalar(sa.select(platforms.c.name).where(platforms.c.id == platform_id))
+    try:
+        tracking.log_service_drift(model_version, str(platform), batch_id, report.metrics())
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors are many; none may fail a batch
+        print(f"knockoff worker: batch {batch_id}'s drift not logged to MLflow: "
+              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
 
 
 def drift_panel(engine: Engine, days: int = 30) -> dict[str, Any]:

@@ -377,6 +377,45 @@ def log_drift(metrics: Mapping[str, float], tags: Mapping[str, object], run_name
     with start_run(run_name, {}, {**tags, "model_version": model_version},
                    experiment=DRIFT_EXPERIMENT) as run_id:
         log_metrics(metrics)
+    _tag_version(model_version, metrics, run_id)
+    return run_id
+
+
+def log_service_drift(model_version: str, platform: str, batch_id: str,
+                      metrics: Mapping[str, float]) -> str:
+    """The drift of a batch the service scored, appended to one run per model version in the
+    `knockoff-drift` experiment (`service {version}`, tag `source=service`): each metric a
+    history whose step counts the version's batches, so MLflow plots drift over time; the
+    scores' PSIs also per platform (`score_psi/<platform>`). The version's drift tags follow
+    the latest batch. Returns the run id."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    experiment_id = _experiment_id(mlflow, DRIFT_EXPERIMENT)
+    found = client.search_runs(
+        [experiment_id], max_results=1,
+        filter_string=f"tags.source = 'service' and tags.model_version = '{model_version}'")
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        run = client.create_run(experiment_id, run_name=f"service {model_version}",
+                                tags={"source": "service", "model_version": model_version})
+        run_id = run.info.run_id
+        client.set_terminated(run_id)  # no process holds it open; batches append to it
+    step = len(client.get_metric_history(run_id, "score_psi"))
+    values = dict(metrics)
+    for key in ("score_psi", "flagged_score_psi"):
+        if key in metrics:
+            values[f"{key}/{platform}"] = metrics[key]
+    stamp = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[
+        mlflow.entities.Metric(k, float(v), stamp, step) for k, v in values.items() if v == v])
+    client.set_tag(run_id, "last_batch", batch_id)
+    _tag_version(model_version, metrics, run_id)
+    return run_id
+
+
+def _tag_version(model_version: str, metrics: Mapping[str, float], run_id: str) -> None:
+    """The latest drift measurement as tags on a registered version (`knockoff/3`)."""
     name, _, version = model_version.rpartition("/")
     if name and version.isdigit():
         client = _mlflow().MlflowClient()
@@ -387,4 +426,3 @@ def log_drift(metrics: Mapping[str, float], tags: Mapping[str, object], run_name
         client.set_model_version_tag(name, version, "drift_warning",
                                      str(bool(metrics["warning"])).lower())
         client.set_model_version_tag(name, version, "drift_run", run_id)
-    return run_id

@@ -228,3 +228,32 @@ def test_the_dashboard_shows_drift_and_the_flag_estimates(world: World, engine: 
     assert (f'{precision["estimate"]:.3f} <span class="muted">({precision["low"]:.3f}–'
             f'{precision["high"]:.3f})</span>') in html
     assert f"{estimate['naive_precision']:.3f}" in html
+
+
+def test_every_done_batch_is_a_step_of_its_model_versions_drift_run(world: World,
+                                                                    engine: Engine) -> None:
+    """The workers append each done batch's drift to one MLflow run per model version, a
+    metric history per platform in the order the batches were done."""
+    from mlflow import MlflowClient
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", world.env["MLFLOW_TRACKING_URI"])
+        client = MlflowClient()
+        rows = _drift_rows(engine)
+        (version,) = {r["model_version"] for r in rows}
+        experiment = client.get_experiment_by_name("knockoff-drift")
+        assert experiment is not None
+        (run,) = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.source = 'service' and tags.model_version = '{version}'")
+        with engine.connect() as conn:
+            names = dict(conn.execute(sa.text("SELECT id, name FROM platforms")).all())
+        for platform_id, name in names.items():
+            stored = [r["score_psi"] for r in rows if r["platform_id"] == platform_id]
+            history = client.get_metric_history(run.info.run_id, f"score_psi/{name}")
+            logged = [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+            assert logged == pytest.approx(stored, abs=1e-9), name
+        # (the kill/retry test's batch "b...b", another database, logged here too)
+        assert run.data.tags["last_batch"] in {r["batch_id"] for r in rows} | {"b" * 32}
+        tags = client.get_model_version("knockoff", version.split("/")[1]).tags
+        assert tags["drift_run"] == run.info.run_id and tags["drift_warning"] in ("true", "false")
