@@ -8,7 +8,10 @@ Sections (all in one temp folder, with a temp MLflow store whose champion is tra
 2. upload    a ~`--upload-gb` GB CSV (copies of the batch with distinct ids) streamed to an
              API-only server: its RSS growth, sampled every 0.1 s, until the 202 (aim < 300 MB).
 3. poll      `--clients` concurrent clients polling one batch's status for `--poll-seconds` s
-             while another batch is scored: p50/p99 latency (aim p99 < 50 ms).
+             while a `--listings` batch is scored: p50/p99 latency (aim p99 < 50 ms), with
+             serve's workers as threads in its process (the old way, KNOCKOFF_WORKER_THREADS=1)
+             and as its niced child processes (the default), back to back; their ratios, the
+             load average while polling and the scored batch's submit -> done seconds.
 4. fleet     `--platforms` platforms x `--batches` batches of `--batch-rows` listings submitted
              at once to a server with 2 workers: all done, counts exact, batches/min; on SQLite
              and on a throwaway PostgreSQL cluster (Debian's binaries).
@@ -189,32 +192,60 @@ async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int,
     return latencies
 
 
+WORKER_MODES = {"threads": {"KNOCKOFF_WORKER_THREADS": "1"},  # the old way: in serve's process
+                "processes": {}}  # serve's default: niced child processes
+
+
 def bench_poll(env: dict[str, str], root: Path, batch: Path, seconds: float, clients: int,
                interval: float = 1.0) -> dict[str, Any]:
     """`clients` polling one batch's status every `interval` s (as a platform's client does),
-    and with no pause at all (a saturation test), while another batch is being scored."""
-    return {f"every_{interval:g}s": _bench_poll(env, root / "paced", batch, seconds, clients,
-                                                 interval),
-            "no_pause": _bench_poll(env, root / "hammer", batch, seconds, clients, 0.0)}
+    and with no pause at all (a saturation test), while another batch is being scored, with
+    the workers as threads of serve and as its child processes, back to back (threads first,
+    then processes first: ABBA against a changing load); the ratios are threads / processes."""
+    watched = root / "watched.parquet"
+    pl.read_parquet(batch).head(1000).write_parquet(watched)
+    figures: dict[str, Any] = {}
+    for pace, modes in ((interval, ("threads", "processes")), (0.0, ("processes", "threads"))):
+        runs = {mode: _bench_poll({**env, **WORKER_MODES[mode]}, root / f"{mode}-{pace:g}",
+                                  watched, batch, seconds, clients, pace) for mode in modes}
+        print("poll", pace, runs, file=sys.stderr, flush=True)
+        figures[f"every_{pace:g}s" if pace else "no_pause"] = {
+            **runs, **{f"{q}_ratio": round(runs["threads"][f"{q}_ms"]
+                                           / runs["processes"][f"{q}_ms"], 2)
+                       for q in ("p50", "p99")}}
+    return figures
 
 
-def _bench_poll(env: dict[str, str], root: Path, batch: Path, seconds: float, clients: int,
-                interval: float) -> dict[str, Any]:
+def _bench_poll(env: dict[str, str], root: Path, watched: Path, batch: Path, seconds: float,
+                clients: int, interval: float) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{root / 'poll.db'}"
     key = knockoff(env, "platforms", "add", "bench", "--db", db)["api_key"]
     with serve(env, db, root / "poll-data", workers=1) as (url, _pid):
-        watched = submit(url, key, batch)
+        watched_id = submit(url, key, watched)
+        wait_done(url, key, watched_id)  # the worker is up and the model loaded
+        started = time.perf_counter()
         scoring = submit(url, key, batch)  # scored while the clients poll
-        wait_done(url, key, watched)
-        latencies = sorted(asyncio.run(_poll(url, key, watched, seconds, clients, interval)))
-        status = httpx.get(f"{url}/v1/batches/{scoring}",
-                           headers={"Authorization": f"Bearer {key}"}).json()["status"]
+        while _status(url, key, scoring) == "queued":
+            time.sleep(0.1)
+        load = [os.getloadavg()[0]]
+        latencies = sorted(asyncio.run(_poll(url, key, watched_id, seconds, clients,
+                                             interval)))
+        load.append(os.getloadavg()[0])
+        status = _status(url, key, scoring)
+        wait_done(url, key, scoring)
+        scoring_seconds = time.perf_counter() - started
     ms = [x * 1000 for x in latencies]
     return {"clients": clients, "requests": len(ms), "requests_per_s": round(len(ms) / seconds),
             "p50_ms": round(statistics.median(ms), 1),
             "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1),
-            "other_batch_status_at_end": status}
+            "other_batch_status_at_end": status, "scoring_seconds": round(scoring_seconds, 1),
+            "load_1min_polling": [round(x, 2) for x in load]}
+
+
+def _status(url: str, key: str, batch_id: str) -> str:
+    return str(httpx.get(f"{url}/v1/batches/{batch_id}", timeout=30,
+                         headers={"Authorization": f"Bearer {key}"}).json()["status"])
 
 
 def bench_fleet(env: dict[str, str], root: Path, db: str, platforms: int, batches: int,
