@@ -105,7 +105,7 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
 
     @router.get("/v1/cases/{case_id}")
     def get_case(case_id: Id, who: OfficerAuth) -> dict[str, Any]:
-        return answer(evidence.case_view, engine, data_dir, case_id, who.officer)
+        return _case_detail(answer(evidence.case_view, engine, data_dir, case_id, who.officer))
 
     @router.post("/v1/cases/{case_id}/claim")
     def claim(case_id: Id, who: OfficerAuth) -> dict[str, Any]:
@@ -187,6 +187,15 @@ def _case_out(row: dict[str, Any]) -> dict[str, Any]:
             "model_version": row["model_version"], "kind": row["kind"],
             "status": row["status"], "brand": row["brand"], "category": row["category"],
             "price": row["price"], "title": row["title"], "created_at": row["created_at"]}
+
+
+def _case_detail(view: dict[str, Any]) -> dict[str, Any]:
+    """`GET /v1/cases/{id}` as the contract shapes a case: its fields at the top (`case_id`
+    first), the listing's columns beside them, then the evidence (`listing`, `photos`,
+    `price_level`, `seller`, `linked_sellers`, `decisions`, ...)."""
+    case = view["case"]
+    return {"case_id": case["id"], **{k: v for k, v in case.items() if k != "id"},
+            **view["listing"], **{k: v for k, v in view.items() if k != "case"}}
 
 
 def router(engine: Engine, data_dir: Path) -> APIRouter:

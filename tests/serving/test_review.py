@@ -76,7 +76,11 @@ def test_two_officers_never_hold_one_case(world: World) -> None:
     again = httpx.post(f"{url}/decision", json=VERDICT, headers=ana)
     assert again.status_code == 409 and "already decided" in again.json()["detail"]
     view = httpx.get(url, headers=ana).json()
-    assert view["case"]["status"] == "decided"
+    # the contract's case fields at the top, the listing's columns beside them, the evidence
+    assert view["case_id"] == case_id and view["status"] == "decided"
+    assert {"platform", "batch_id", "listing_id", "seller_id", "score", "reasons",
+            "model_version", "kind", "title", "price", "brand"} <= set(view)
+    assert view["title"] == view["listing"]["title"] and "case" not in view
     assert view["decisions"][0]["verdict"] == "counterfeit"
     assert view["listing"]["title"] and view["photos"] and view["seller"]["cases"]
 
