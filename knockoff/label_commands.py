@@ -12,20 +12,31 @@ from typing import TYPE_CHECKING, Any
 from knockoff.commands import UserError, _date, add_command, print_summary
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from serving.estimates import FlagEstimate, Interval
+
+
+def _connect(url: str | None) -> Engine:
+    """The service's database; one that cannot be opened is the user's to fix (exit 2)."""
+    from serving import store
+
+    try:
+        return store.connect(url)
+    except store.StoreError as exc:
+        raise UserError(str(exc)) from None
 
 
 def cmd_labels(args: argparse.Namespace) -> None:
     import polars as pl
 
     from features.outputs import publishing
-    from serving import store
     from serving.exports import labels
 
     out = Path(args.out)
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise UserError(f"--out {out}: labels are written as Parquet; name it *.parquet")
-    data = labels(store.connect(args.db), args.since)
+    data = labels(_connect(args.db), args.since)
     with publishing(out) as (temp,):
         temp.write_bytes(data)
     frame = pl.read_parquet(out)
@@ -63,10 +74,9 @@ def report_table(estimates: list[FlagEstimate]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from serving import store
     from serving.estimates import flag_estimates
 
-    estimates = flag_estimates(store.connect(args.db))
+    estimates = flag_estimates(_connect(args.db))
     if estimates:
         print(report_table(estimates), file=sys.stderr)
         print("precision and recall of all scored listings, weighted by how each batch's "

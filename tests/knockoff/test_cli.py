@@ -220,3 +220,12 @@ def test_signal_mid_run_removes_the_partial_file(signum: int, status: int, tmp_p
                               else "interrupted"}
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["report"], ["labels", "export", "--out", "labels.parquet"]])
+def test_a_database_that_cannot_be_opened_exits_2_without_a_traceback(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, *argv, "--db", "bogus://nowhere")
+    assert status == EXIT_USER_ERROR and "Traceback" not in err
+    assert last_json(out)["error"].startswith("cannot open the database bogus://nowhere")
+    assert not (tmp_path / "labels.parquet").exists()
