@@ -295,7 +295,9 @@ def approve_takedown(engine: Engine, takedown_id: int, who: Officer) -> None:
                {"status": "pending"}, {"status": "approved"}, row["platform_id"])
 
 
-def list_takedowns(engine: Engine, status: str, limit: int = 100) -> list[dict[str, Any]]:
+def list_takedowns(engine: Engine, status: str, limit: int = 100, after: str | None = None
+                   ) -> tuple[list[dict[str, Any]], str | None]:
+    """Takedowns of one status, newest first; the cursor is the last takedown id."""
     requester, approver = users.alias("requester"), users.alias("approver")
     query = (sa.select(takedowns, platforms.c.name.label("platform"),
                        requester.c.name.label("requested_by_name"),
@@ -303,9 +305,16 @@ def list_takedowns(engine: Engine, status: str, limit: int = 100) -> list[dict[s
              .join(platforms, platforms.c.id == takedowns.c.platform_id)
              .join(requester, requester.c.id == takedowns.c.requested_by)
              .outerjoin(approver, approver.c.id == takedowns.c.approved_by)
-             .where(takedowns.c.status == status).order_by(takedowns.c.id.desc()).limit(limit))
+             .where(takedowns.c.status == status).order_by(takedowns.c.id.desc())
+             .limit(limit + 1))
+    if after:
+        if not after.isdigit():
+            raise NotFound(f"unknown cursor {after!r}")
+        query = query.where(takedowns.c.id < int(after))
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    more = len(rows) > limit
+    return rows[:limit], str(rows[limit - 1]["id"]) if more else None
 
 
 def list_notices(engine: Engine, platform_id: int | None, limit: int, after: str | None,

@@ -122,7 +122,8 @@ def _common(facts: str, content_date: datetime | None, at: datetime, pid: str
 
 
 def listing_statement(case: dict[str, Any], verdict: Any, at: datetime) -> dict[str, Any]:
-    """The statement for a listing an officer confirmed counterfeit."""
+    """The statement for a listing an officer confirmed counterfeit (`puid` names the listing
+    and the case: a listing confirmed in two batches gets two statements, each its own)."""
     brand = case.get("brand") or "a protected brand"
     reasons = "; ".join(case.get("reasons") or []) or "no model reasons recorded"
     facts = (f"Listing {case['listing_id']} by seller {case['seller_id']} "
@@ -137,7 +138,7 @@ def listing_statement(case: dict[str, Any], verdict: Any, at: datetime) -> dict[
             f"The product offered bears the sign of {brand} and is a counterfeit: its sale "
             "infringes the trade mark holder's exclusive rights.")[:2000],
         **_common(facts, case.get("listed_at"), at,
-                  puid("listing", case["listing_id"])),
+                  puid("listing", case["listing_id"], "case", str(case["id"]))),
     }
     return validate(statement)
 

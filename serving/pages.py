@@ -216,8 +216,8 @@ def _supervisor_pages(router: APIRouter, engine: Engine) -> None:
         if isinstance(session, Response):
             return session
         return _render(request, "takedowns.html", session,
-                       pending=casework.list_takedowns(engine, "pending"),
-                       approved=casework.list_takedowns(engine, "approved", 20))
+                       pending=casework.list_takedowns(engine, "pending")[0],
+                       approved=casework.list_takedowns(engine, "approved", 20)[0])
 
     @router.post("/review/takedowns/{takedown_id}/approve")
     async def approve(request: Request, takedown_id: Id) -> Response:

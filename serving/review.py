@@ -142,8 +142,10 @@ def _supervisor_routes(router: APIRouter, engine: Engine, SupervisorAuth: Any) -
         return {"takedown_id": tid, "status": "pending"}
 
     @router.get("/v1/takedowns", response_model=Page)
-    def takedowns(who: SupervisorAuth, status: Literal["pending", "approved"] = "pending") -> Page:
-        return Page(items=casework.list_takedowns(engine, status), next=None)
+    def takedowns(who: SupervisorAuth, status: Literal["pending", "approved"] = "pending",
+                  after: Cursor = None, limit: Limit = 100) -> Page:
+        rows, cursor = answer(casework.list_takedowns, engine, status, limit, after)
+        return Page(items=rows, next=cursor)
 
     @router.post("/v1/takedowns/{takedown_id}/approve")
     def approve(takedown_id: Id, who: SupervisorAuth) -> dict[str, str]:

@@ -169,6 +169,23 @@ def test_takedown_needs_a_second_different_supervisor(world: World) -> None:
     approved = httpx.get(f"{world.url}/v1/takedowns", params={"status": "approved"},
                          headers=sue).json()["items"]
     assert tid in [t["id"] for t in approved]
+    # lists page like every other: limit=1 walks all pending takedowns, newest first
+    others = {c["seller_id"] for c in cases(world, ana, platform="beta", limit=20)["items"]}
+    for other in sorted(others)[:2]:
+        assert httpx.post(f"{world.url}/v1/sellers/beta/{other}/takedown", json={"note": "n"},
+                          headers=sue).status_code == 201
+    whole = httpx.get(f"{world.url}/v1/takedowns", headers=sue).json()
+    walked, after = [], None
+    while True:
+        page = httpx.get(f"{world.url}/v1/takedowns", params={"limit": 1, **(
+            {"after": after} if after else {})}, headers=sue).json()
+        walked += [t["id"] for t in page["items"]]
+        if (after := page["next"]) is None:
+            break
+    assert walked == [t["id"] for t in whole["items"]] and len(walked) >= 2
+    assert whole["next"] is None and walked == sorted(walked, reverse=True)
+    bad = httpx.get(f"{world.url}/v1/takedowns", params={"after": "x"}, headers=sue)
+    assert bad.status_code == 404 and "cursor" in bad.json()["detail"]
 
 
 def test_exports_for_the_regulator_and_for_retraining(world: World) -> None:

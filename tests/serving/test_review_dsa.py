@@ -12,7 +12,7 @@ from serving import dsa
 from serving.casework import Verdict
 
 AT = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
-CASE = {"listing_id": "L000000511", "seller_id": "S0000053", "title": "Diver Watch 1:1",
+CASE = {"id": 42, "listing_id": "L000000511", "seller_id": "S0000053", "title": "Diver Watch 1:1",
         "price": 24.99, "currency": "EUR", "model_version": "knockoff/3", "score": 0.97,
         "brand": "Chronaris", "reasons": ["shown discount of 79% off the list price"],
         "listed_at": datetime(2026, 11, 20, tzinfo=UTC)}
@@ -33,7 +33,10 @@ def test_a_listing_statement_follows_the_contract() -> None:
     assert s["automated_detection"] == "Yes"
     assert s["automated_decision"] == "AUTOMATED_DECISION_PARTIALLY"
     assert s["source_type"] == "SOURCE_TYPE_OTHER_NOTIFICATION"
-    assert s["puid"] == "listing-L000000511" and "DE" in s["territorial_scope"]
+    assert s["puid"] == "listing-L000000511-case-42" and "DE" in s["territorial_scope"]
+    # the same listing confirmed again in a later batch's case: another statement, another puid
+    again = dsa.listing_statement({**CASE, "id": 43}, Verdict("counterfeit", "x", ""), AT)
+    assert again["puid"] != s["puid"]
     assert "79% off" in s["decision_facts"] and "trademark_copy" in s["decision_facts"]
 
 
