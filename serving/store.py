@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from serving.tables import decisions as decisions  # re-exported for the officer
 DEFAULT_URL = "sqlite:///var/knockoff.db"
 ROLES = ("officer", "supervisor", "admin")
 KEY_PREFIX = "ko_"
+PLATFORM_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")  # a path segment as it is
 _HASHER = PasswordHasher()  # argon2id with the library's recommended parameters
 
 
@@ -146,8 +148,9 @@ def _key_hash(key: str) -> str:
 
 def add_platform(engine: Engine, name: str, actor: str) -> str:
     """Create a platform with a new API key; returns the key (shown once, stored hashed)."""
-    if not name or len(name) > 100:
-        raise StoreError("a platform name is 1 to 100 characters")
+    if not PLATFORM_NAME.fullmatch(name):
+        raise StoreError(f"platform name {name!r}: use 1 to 100 letters, digits, '_' or '-' "
+                         "(it appears in URLs such as /v1/sellers/NAME/...)")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     digest = _key_hash(key)
     with _write(engine) as conn:

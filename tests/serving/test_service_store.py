@@ -71,6 +71,9 @@ def test_keys_are_stored_hashed_and_revocable(engine: Engine) -> None:
     assert store.platform_for_key(engine, key[:-1] + ("x" if key[-1] != "x" else "y")) is None
     with pytest.raises(store.StoreError, match="already exists"):
         store.add_platform(engine, "alpha", "cli:test")
+    for bad in ("", "a b/c", "x" * 101, "café"):  # a platform name is a URL path segment
+        with pytest.raises(store.StoreError, match="letters, digits"):
+            store.add_platform(engine, bad, "cli:test")
     store.revoke_platform(engine, "alpha", "cli:test")
     assert store.platform_for_key(engine, key) is None
     with pytest.raises(store.StoreError, match="no platform"):
