@@ -25,15 +25,12 @@ from sqlalchemy.engine import Engine
 from features.sources import scan_file
 from serving import review, store
 from serving.jobs import ChampionWatch, ServiceSettings, public_message
+from serving.review import errors
 
 FORMATS = {"application/vnd.apache.parquet": "parquet", "text/csv": "csv",
            "application/x-ndjson": "jsonl"}
 MEDIA = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 BATCH_ID = "^[0-9a-f]{32}$"  # uuid4 hex: batch ids are not guessable
-
-
-class Error(BaseModel):
-    detail: str
 
 
 class Health(BaseModel):
@@ -78,10 +75,6 @@ class NoticePage(BaseModel):
     next: str | None
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Error} for code in codes}
-
-
 def _batch_out(batch: store.Batch) -> BatchOut:
     return BatchOut(batch_id=batch.id, status=batch.status, rows=batch.rows,  # type: ignore[arg-type]
                     scored=batch.scored, rejected=batch.rejected, flagged=batch.flagged,
@@ -106,7 +99,7 @@ def create_app(engine: Engine, settings: ServiceSettings,
                       queued=store.queued_count(engine))
 
     @app.post("/v1/batches", status_code=202, response_model=Submitted,
-              responses={200: {"model": Submitted}, **_errors(401, 409, 413, 415, 422, 429)},
+              responses={200: {"model": Submitted}, **errors(401, 409, 413, 415, 422, 429)},
               openapi_extra={"requestBody": {"required": True, "content": {
                   t: {"schema": {"type": "string", "format": "binary"}} for t in FORMATS}}})
     async def submit(request: Request, who: Auth,
@@ -119,7 +112,7 @@ def create_app(engine: Engine, settings: ServiceSettings,
 
     _batch_routes(app, engine, settings, Auth)
 
-    @app.get("/v1/notices", response_model=NoticePage, responses=_errors(401, 404))
+    @app.get("/v1/notices", response_model=NoticePage, responses=errors(401, 404))
     def notices(who: Auth, after: Annotated[str | None, Query(max_length=64)] = None
                 ) -> NoticePage:
         return NoticePage(**review.notice_page(engine, who, after))
@@ -152,7 +145,7 @@ def _batch_routes(app: FastAPI, engine: Engine, settings: ServiceSettings, Auth:
             raise HTTPException(404, f"no batch {batch_id}")
         return batch
 
-    @app.get("/v1/batches", response_model=BatchPage, responses=_errors(401, 404, 422))
+    @app.get("/v1/batches", response_model=BatchPage, responses=errors(401, 404, 422))
     def batches(who: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                 after: Annotated[str | None, Query(pattern=BATCH_ID)] = None) -> BatchPage:
         try:
@@ -161,12 +154,12 @@ def _batch_routes(app: FastAPI, engine: Engine, settings: ServiceSettings, Auth:
             raise HTTPException(404, str(exc)) from None
         return BatchPage(items=[_batch_out(b) for b in items], next=cursor)
 
-    @app.get("/v1/batches/{batch_id}", response_model=BatchOut, responses=_errors(401, 404))
+    @app.get("/v1/batches/{batch_id}", response_model=BatchOut, responses=errors(401, 404))
     def batch(batch_id: str, who: Auth) -> BatchOut:
         return _batch_out(owned(batch_id, who))
 
     file_responses = {200: {"content": {m: {} for m in MEDIA.values()}},
-                      **_errors(401, 404, 409)}
+                      **errors(401, 404, 409)}
 
     @app.get("/v1/batches/{batch_id}/scores", response_class=FileResponse,
              responses=file_responses)

@@ -15,7 +15,8 @@ from datetime import timedelta
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
 from serving import store
@@ -125,12 +126,19 @@ def from_request(engine: Engine, request: Request) -> Session | None:
     return lookup(engine, cookie, "session") if cookie else None
 
 
+# named in the OpenAPI schema as the officers' scheme (`POST /v1/auth/token`); the session cookie
+# of the pages works too (with the CSRF header on writes)
+OFFICER_BEARER = HTTPBearer(auto_error=False, scheme_name="officerToken",
+                            description="a token from POST /v1/auth/token")
+
+
 def requires(engine: Engine, role: str):  # type: ignore[no-untyped-def]
     """A FastAPI dependency: the session of a user of at least `role`. JSON writes with the
     session cookie need the X-CSRF-Token header; bearer tokens need none."""
 
-    def dependency(request: Request) -> Session:
-        session = from_request(engine, request)
+    def dependency(request: Request, _bearer: Annotated[
+            HTTPAuthorizationCredentials | None, Security(OFFICER_BEARER)] = None) -> Session:
+        session = from_request(engine, request)  # the bearer token or the session cookie
         if session is None:
             raise HTTPException(401, "log in or send Authorization: Bearer <token>",
                                 headers={"WWW-Authenticate": "Bearer"})

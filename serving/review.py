@@ -75,12 +75,23 @@ def _notice(row: dict[str, Any]) -> dict[str, Any]:
             "decided_at": row["decided_at"], "statement": dsa.validate(row["statement"])}
 
 
+class Error(BaseModel):
+    detail: str
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses, each `{"detail": "..."}`."""
+    return {code: {"model": Error} for code in codes}
+
+
 def api_router(engine: Engine, data_dir: Path) -> APIRouter:
-    router = APIRouter(tags=["officers"])
+    # every officer route: 401 without a session or token, 403 for the wrong role or a
+    # missing CSRF token, 422 for a malformed parameter; each route adds its own below
+    router = APIRouter(tags=["officers"], responses=errors(401, 403, 422))
     OfficerAuth = auth.requires(engine, "officer")
     SupervisorAuth = auth.requires(engine, "supervisor")
 
-    @router.post("/v1/auth/token", response_model=Token)
+    @router.post("/v1/auth/token", response_model=Token, responses=errors(429))
     def token(body: Credentials) -> Token:
         try:
             found = auth.login(engine, body.user, body.password)
@@ -90,7 +101,7 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
             raise HTTPException(401, "wrong user or password")
         return Token(access_token=auth.issue(engine, found, "bearer")[0], token_type="bearer")
 
-    @router.get("/v1/cases", response_model=Page)
+    @router.get("/v1/cases", response_model=Page, responses=errors(404))
     def list_cases(who: OfficerAuth, status: Literal["open", "claimed", "decided"] = "open",
                    kind: Literal["flag", "audit"] = "flag", platform: str | None = None,
                    brand: str | None = None, category: str | None = None,
@@ -103,22 +114,23 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
         rows, cursor = answer(casework.list_cases, engine, where, limit, after)
         return Page(items=[_case_out(r) for r in rows], next=cursor)
 
-    @router.get("/v1/cases/{case_id}")
+    @router.get("/v1/cases/{case_id}", responses=errors(404))
     def get_case(case_id: Id, who: OfficerAuth) -> dict[str, Any]:
         return _case_detail(answer(evidence.case_view, engine, data_dir, case_id, who.officer))
 
-    @router.post("/v1/cases/{case_id}/claim")
+    @router.post("/v1/cases/{case_id}/claim", responses=errors(404, 409))
     def claim(case_id: Id, who: OfficerAuth) -> dict[str, Any]:
         answer(casework.claim, engine, case_id, who.officer)
         return {"case_id": case_id, "status": "claimed", "claimed_by": who.officer.name}
 
-    @router.post("/v1/cases/{case_id}/decision", status_code=201)
+    @router.post("/v1/cases/{case_id}/decision", status_code=201, responses=errors(404, 409))
     def decide(case_id: Id, body: VerdictIn, who: OfficerAuth) -> dict[str, Any]:
         review = answer(casework.decide, engine, case_id, who.officer, body.domain())
         return {"case_id": case_id, "status": "decided", "review": review,
                 "verdict": body.verdict}
 
-    @router.post("/v1/sellers/{platform}/{seller_id}/decisions", status_code=201)
+    @router.post("/v1/sellers/{platform}/{seller_id}/decisions", status_code=201,
+                 responses=errors(404))
     def bulk(platform: str, seller_id: str, body: VerdictIn, who: OfficerAuth) -> dict[str, int]:
         return {"decided": answer(casework.bulk_decide, engine, platform, seller_id,
                                   who.officer, body.domain())}
@@ -129,30 +141,32 @@ def api_router(engine: Engine, data_dir: Path) -> APIRouter:
 
 
 def _supervisor_routes(router: APIRouter, engine: Engine, SupervisorAuth: Any) -> None:
-    @router.post("/v1/cases/{case_id}/second-review", status_code=201)
+    @router.post("/v1/cases/{case_id}/second-review", status_code=201,
+                 responses=errors(404, 409))
     def second_review(case_id: Id, who: SupervisorAuth) -> dict[str, Any]:
         answer(casework.request_second_review, engine, case_id, who.officer)
         return {"case_id": case_id, "second_review": "pending"}
 
-    @router.post("/v1/sellers/{platform}/{seller_id}/takedown", status_code=201)
+    @router.post("/v1/sellers/{platform}/{seller_id}/takedown", status_code=201,
+                 responses=errors(404, 409))
     def takedown(platform: str, seller_id: str, body: TakedownIn, who: SupervisorAuth
                  ) -> dict[str, Any]:
         tid = answer(casework.request_takedown, engine, platform, seller_id, who.officer,
                      body.note)
         return {"takedown_id": tid, "status": "pending"}
 
-    @router.get("/v1/takedowns", response_model=Page)
+    @router.get("/v1/takedowns", response_model=Page, responses=errors(404))
     def takedowns(who: SupervisorAuth, status: Literal["pending", "approved"] = "pending",
                   after: Cursor = None, limit: Limit = 100) -> Page:
         rows, cursor = answer(casework.list_takedowns, engine, status, limit, after)
         return Page(items=rows, next=cursor)
 
-    @router.post("/v1/takedowns/{takedown_id}/approve")
+    @router.post("/v1/takedowns/{takedown_id}/approve", responses=errors(404, 409))
     def approve(takedown_id: Id, who: SupervisorAuth) -> dict[str, str]:
         answer(casework.approve_takedown, engine, takedown_id, who.officer)
         return {"status": "approved"}
 
-    @router.get("/v1/audit", response_model=Page)
+    @router.get("/v1/audit", response_model=Page, responses=errors(404))
     def audit(who: SupervisorAuth, after: Cursor = None, limit: Limit = 100) -> Page:
         rows, cursor = answer(casework.audit_page, engine, limit, after)
         return Page(items=rows, next=cursor)
@@ -166,7 +180,7 @@ def _exports(router: APIRouter, engine: Engine, OfficerAuth: Any, SupervisorAuth
         return Response(exports.decisions_csv(engine, since), media_type="text/csv",
                         headers={"Content-Disposition": "attachment; filename=decisions.csv"})
 
-    @router.get("/v1/exports/dsa", response_model=Statements)
+    @router.get("/v1/exports/dsa", response_model=Statements, responses=errors(404))
     def dsa_export(who: SupervisorAuth, since: datetime | None = None, after: Cursor = None
                    ) -> Statements:
         rows, cursor = answer(casework.list_notices, engine, None, dsa.MAX_PER_ARRAY, after,

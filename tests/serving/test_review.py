@@ -317,3 +317,19 @@ def test_officer_routes_never_answer_500(world: World) -> None:
             case.call_and_validate(headers=supervisor, checks=[not_a_server_error])
 
         never_500()
+
+
+def test_the_openapi_schema_describes_the_officers_routes(world: World) -> None:
+    """Every officer route documents its auth scheme and error answers ({"detail"})."""
+    spec = httpx.get(f"{world.url}/openapi.json").json()
+    officer = {path: ops for path, ops in spec["paths"].items()
+               if path.startswith(("/v1/cases", "/v1/sellers", "/v1/takedowns", "/v1/audit",
+                                   "/v1/exports", "/v1/labels"))}
+    assert len(officer) >= 10
+    for path, ops in officer.items():
+        for method, op in ops.items():
+            assert {"401", "403"} <= set(op["responses"]), (method, path)
+            assert op["security"] == [{"officerToken": []}], (method, path)
+    assert {"404", "409"} <= set(spec["paths"]["/v1/cases/{case_id}/decision"]["post"]
+                                 ["responses"])
+    assert spec["components"]["securitySchemes"]["officerToken"]["scheme"] == "bearer"
