@@ -95,7 +95,10 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
 
 def add_label_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `labels export` and `report` on the `knockoff` parser's subparsers."""
-    p = sub.add_parser("labels", help="officers' decisions as training labels")
+    p = sub.add_parser("labels", help="officers' decisions as training labels",
+                       description="Officers' decisions as training labels.",
+                       epilog="example:\n  knockoff labels export --out labels.parquet",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = add_command(actions, "export", cmd_labels, "write officers' decided labels as Parquet "
                     "(listing_id, platform, is_counterfeit, decided_at, model_version, kind)",
