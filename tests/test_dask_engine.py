@@ -16,6 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from sklearn.metrics import average_precision_score
 
+from features import shuffle
 from features.cluster import WORKER_ENV, feature_table_dask, publishing_folders
 from features.contract import CatalogError
 from features.distributed import cluster_sizes, forest
@@ -99,6 +100,32 @@ def test_scores_equal_the_local_engine(batch: Path, scheduler: str, tmp_path: Pa
     assert_frame_equal(got.drop("score"), expected.drop("score"))
     assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
                        pl.read_parquet(tmp_path / "local.rejects.parquet"))
+    # the shuffle went through files, and its scratch folder is gone
+    assert dask["shuffle_bytes"] > 10_000
+    assert sorted(os.listdir(tmp_path)) == ["dask", "dask.rejects", "local.parquet",
+                                            "local.rejects.parquet"]
+
+
+def test_shuffle_pieces_read_back_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shuffle, "GROUP_ROWS", 3)  # several row groups for one key
+    frame = pl.DataFrame({"_piece": [3, 0, 3, 3, 1, 3, 0], "seller_id": list("abcdefg"),
+                          "_ratios": [[0.5], [], [1.0, 2.0], [3.0], [4.0], [5.0], [6.0]]})
+    first = shuffle.write_pieces(frame, tmp_path / "a.parquet")
+    second = shuffle.write_pieces(frame.head(2), tmp_path / "b.parquet")
+    assert sorted(first.groups) == [0, 1, 3] and len(first.groups[3]) == 2
+    got = shuffle.read_pieces([first, second], 3)
+    assert got["seller_id"].to_list() == ["a", "c", "d", "f", "a"]
+    assert got["_ratios"].to_list() == [[0.5], [1.0, 2.0], [3.0], [5.0], [0.5]]
+    empty = shuffle.read_pieces([first.only(2), second], 2)
+    assert empty.height == 0 and empty.schema == frame.drop("_piece").schema
+
+
+def test_buckets_grow_with_the_batch() -> None:
+    """A reducer never gets the partials of more than BUCKET_ROWS input rows."""
+    assert shuffle.bucket_count(2, 1_000_000) == 4  # two per worker at least
+    for workers, rows in ((2, 10_000_000), (2, 40_000_000), (100, 10_000_000_000)):
+        buckets = shuffle.bucket_count(workers, rows)
+        assert buckets >= 2 * workers and rows / buckets <= shuffle.BUCKET_ROWS
 
 
 @pytest.fixture(scope="module")
