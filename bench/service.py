@@ -9,9 +9,10 @@ Sections (all in one temp folder, with a temp MLflow store whose champion is tra
              API-only server: its RSS growth, sampled every 0.1 s, until the 202 (aim < 300 MB).
 3. poll      `--clients` concurrent clients polling one batch's status for `--poll-seconds` s
              while a `--listings` batch is scored: p50/p99 latency (aim p99 < 50 ms), with
-             serve's workers as threads in its process (the old way, KNOCKOFF_WORKER_THREADS=1)
-             and as its niced child processes (the default), back to back; their ratios, the
-             load average while polling and the scored batch's submit -> done seconds.
+             serve's worker as a thread in its process (the old way, KNOCKOFF_WORKER_THREADS=1),
+             as its niced child process (the default) and with no worker (the floor), back to
+             back; threads / processes ratios, the load average while polling and the seconds
+             per scored batch (two are queued, so scoring lasts the whole window).
 4. fleet     `--platforms` platforms x `--batches` batches of `--batch-rows` listings submitted
              at once to a server with 2 workers: all done, counts exact, batches/min; on SQLite
              and on a throwaway PostgreSQL cluster (Debian's binaries).
@@ -192,23 +193,30 @@ async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int,
     return latencies
 
 
-WORKER_MODES = {"threads": {"KNOCKOFF_WORKER_THREADS": "1"},  # the old way: in serve's process
-                "processes": {}}  # serve's default: niced child processes
+WORKER_MODES = {  # serve's environment and --workers in each mode of the poll section
+    "threads": ({"KNOCKOFF_WORKER_THREADS": "1"}, 1),  # the old way: in serve's process
+    "processes": ({}, 1),  # serve's default: a niced child process
+    "api_only": ({}, 0),  # nothing scored: the floor the machine's load leaves
+}
 
 
 def bench_poll(env: dict[str, str], root: Path, batch: Path, seconds: float, clients: int,
                interval: float = 1.0) -> dict[str, Any]:
     """`clients` polling one batch's status every `interval` s (as a platform's client does),
-    and with no pause at all (a saturation test), while another batch is being scored, with
-    the workers as threads of serve and as its child processes, back to back (threads first,
-    then processes first: ABBA against a changing load); the ratios are threads / processes."""
+    and with no pause at all (a saturation test), while another batch is being scored by a
+    worker running as a thread of serve, then as its child process, then with no worker (the
+    floor); back to back, in the reverse order for the second pace (against a changing load).
+    The ratios are threads / processes."""
     watched = root / "watched.parquet"
     pl.read_parquet(batch).head(1000).write_parquet(watched)
     figures: dict[str, Any] = {}
-    for pace, modes in ((interval, ("threads", "processes")), (0.0, ("processes", "threads"))):
-        runs = {mode: _bench_poll({**env, **WORKER_MODES[mode]}, root / f"{mode}-{pace:g}",
-                                  watched, batch, seconds, clients, pace) for mode in modes}
-        print("poll", pace, runs, file=sys.stderr, flush=True)
+    for pace, modes in ((interval, list(WORKER_MODES)), (0.0, list(WORKER_MODES)[::-1])):
+        runs = {}
+        for mode in modes:
+            extra, workers = WORKER_MODES[mode]
+            runs[mode] = _bench_poll({**env, **extra}, root / f"{mode}-{pace:g}", watched,
+                                     batch, workers, (seconds, clients, pace))
+            print("poll", pace, mode, runs[mode], file=sys.stderr, flush=True)
         figures[f"every_{pace:g}s" if pace else "no_pause"] = {
             **runs, **{f"{q}_ratio": round(runs["threads"][f"{q}_ms"]
                                            / runs["processes"][f"{q}_ms"], 2)
@@ -216,30 +224,35 @@ def bench_poll(env: dict[str, str], root: Path, batch: Path, seconds: float, cli
     return figures
 
 
-def _bench_poll(env: dict[str, str], root: Path, watched: Path, batch: Path, seconds: float,
-                clients: int, interval: float) -> dict[str, Any]:
+def _bench_poll(env: dict[str, str], root: Path, watched: Path, batch: Path, workers: int,
+                polling: tuple[float, int, float]) -> dict[str, Any]:
+    """Polling (seconds, clients, interval) while two `batch`es are scored one after the other
+    (the window stays busy; with no worker they stay queued)."""
     root.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{root / 'poll.db'}"
     key = knockoff(env, "platforms", "add", "bench", "--db", db)["api_key"]
-    with serve(env, db, root / "poll-data", workers=1) as (url, _pid):
+    with serve(env, db, root / "poll-data", workers=workers) as (url, _pid):
         watched_id = submit(url, key, watched)
-        wait_done(url, key, watched_id)  # the worker is up and the model loaded
+        if workers:
+            wait_done(url, key, watched_id)  # the worker is up and the model loaded
         started = time.perf_counter()
-        scoring = submit(url, key, batch)  # scored while the clients poll
-        while _status(url, key, scoring) == "queued":
+        scoring = [submit(url, key, batch) for _ in range(2)]  # scored while the clients poll
+        while workers and _status(url, key, scoring[0]) == "queued":
             time.sleep(0.1)
         load = [os.getloadavg()[0]]
-        latencies = sorted(asyncio.run(_poll(url, key, watched_id, seconds, clients,
-                                             interval)))
+        latencies = sorted(asyncio.run(_poll(url, key, watched_id, *polling)))
         load.append(os.getloadavg()[0])
-        status = _status(url, key, scoring)
-        wait_done(url, key, scoring)
-        scoring_seconds = time.perf_counter() - started
+        status = _status(url, key, scoring[1])
+        for batch_id in scoring if workers else []:
+            wait_done(url, key, batch_id)
+        scoring_seconds = (time.perf_counter() - started) / 2 if workers else None
     ms = [x * 1000 for x in latencies]
-    return {"clients": clients, "requests": len(ms), "requests_per_s": round(len(ms) / seconds),
+    return {"clients": polling[1], "requests": len(ms),
+            "requests_per_s": round(len(ms) / polling[0]),
             "p50_ms": round(statistics.median(ms), 1),
             "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1),
-            "other_batch_status_at_end": status, "scoring_seconds": round(scoring_seconds, 1),
+            "other_batch_status_at_end": status,
+            "scoring_seconds_per_batch": scoring_seconds and round(scoring_seconds, 1),
             "load_1min_polling": [round(x, 2) for x in load]}
 
 
