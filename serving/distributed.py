@@ -40,7 +40,7 @@ from features.cluster import (
 from features.distributed import PARTITION_ROWS, Part, checked_part, filled_columns, list_parts
 from features.outputs import publishing, refuse_overwriting_inputs, rejects_path
 from features.shuffle import PartAggregates, scratch_folder, shuffled_batch
-from serving.scorer import Scorer, score_catalog
+from serving.scorer import CHUNK_ROWS, Scorer, score_catalog
 from serving.tracking import DEFAULT_MODEL
 from serving.variants import (
     GROUPS,
@@ -136,8 +136,9 @@ def _score_part(number: int, part: Part, files: list[str], duplicates: pl.DataFr
         counts["scored"] += batch.height
         counts["flagged"] += int(batch["flagged"].sum())
 
-    scorer.scored(good.lazy(), aggregates.read(), on_batch=count).sink_parquet(
-        folders[0] / part_name(number), compression="zstd")
+    with pl.Config(streaming_chunk_size=CHUNK_ROWS):  # the local engine's batches
+        scorer.scored(good.lazy(), aggregates.read(), on_batch=count).sink_parquet(
+            folders[0] / part_name(number), compression="zstd")
     rejects.sort("row_number").write_parquet(folders[1] / part_name(number))
     return {**counts, "valid": good.height, "rejected": rejects.height, "nan": nan}
 
