@@ -175,22 +175,29 @@ def bench_upload(env: dict[str, str], root: Path, batch: Path, gigabytes: float
 
 
 async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int,
-                interval: float) -> list[float]:
+                interval: float) -> tuple[list[float], int]:
+    """The latencies of the answered requests, and how many got no answer (a dropped
+    connection: counted, not timed)."""
     latencies: list[float] = []
+    dropped = [0]
     deadline = time.perf_counter() + seconds
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"},
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60,
                                  limits=httpx.Limits(max_connections=clients)) as client:
         async def one() -> None:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                answer = await client.get(f"{url}/v1/batches/{batch_id}")
+                try:
+                    answer = await client.get(f"{url}/v1/batches/{batch_id}")
+                except httpx.TransportError:
+                    dropped[0] += 1
+                    continue
                 answer.raise_for_status()
                 latencies.append(time.perf_counter() - started)
                 if interval:  # a client polling every `interval` s, not hammering
                     await asyncio.sleep(max(0.0, interval - latencies[-1]))
 
         await asyncio.gather(*(one() for _ in range(clients)))
-    return latencies
+    return latencies, dropped[0]
 
 
 WORKER_MODES = {  # serve's environment and --workers in each mode of the poll section
@@ -240,14 +247,14 @@ def _bench_poll(env: dict[str, str], root: Path, watched: Path, batch: Path, wor
         while workers and _status(url, key, scoring[0]) == "queued":
             time.sleep(0.1)
         load = [os.getloadavg()[0]]
-        latencies = sorted(asyncio.run(_poll(url, key, watched_id, *polling)))
+        latencies, dropped = asyncio.run(_poll(url, key, watched_id, *polling))
         load.append(os.getloadavg()[0])
         status = _status(url, key, scoring[1])
         for batch_id in scoring if workers else []:
             wait_done(url, key, batch_id)
         scoring_seconds = (time.perf_counter() - started) / 2 if workers else None
-    ms = [x * 1000 for x in latencies]
-    return {"clients": polling[1], "requests": len(ms),
+    ms = sorted(x * 1000 for x in latencies)
+    return {"clients": polling[1], "requests": len(ms), "dropped": dropped,
             "requests_per_s": round(len(ms) / polling[0]),
             "p50_ms": round(statistics.median(ms), 1),
             "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1),
