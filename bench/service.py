@@ -183,7 +183,8 @@ async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int,
     deadline = time.perf_counter() + seconds
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60,
                                  limits=httpx.Limits(max_connections=clients)) as client:
-        async def one() -> None:
+        async def one(phase: float) -> None:
+            await asyncio.sleep(phase)
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 try:
@@ -196,7 +197,8 @@ async def _poll(url: str, key: str, batch_id: str, seconds: float, clients: int,
                 if interval:  # a client polling every `interval` s, not hammering
                     await asyncio.sleep(max(0.0, interval - latencies[-1]))
 
-        await asyncio.gather(*(one() for _ in range(clients)))
+        # spread over the interval, as independent platforms are (not in lockstep)
+        await asyncio.gather(*(one(i * interval / clients) for i in range(clients)))
     return latencies, dropped[0]
 
 

@@ -376,6 +376,21 @@ def test_serve_restarts_a_dead_worker_and_leaves_none_behind(env: dict[str, str]
     assert server.log.read_text().splitlines()[-1] == '{"error": "terminated (SIGTERM)"}'
 
 
+def test_bad_worker_settings_exit_2(env: dict[str, str], tmp_path: Path) -> None:
+    import json
+
+    where = ["--db", f"sqlite:///{tmp_path / 'knockoff.db'}", "--data", str(tmp_path / "data")]
+    for args, extra, message in (
+            (["worker", "--parent", "1"], {}, "--parent 1: not (or no longer) this process's"),
+            (["serve", "--workers", "0"], {"KNOCKOFF_WORKER_NICE": "20"},
+             "KNOCKOFF_WORKER_NICE must be an integer within 0..19, not '20'")):
+        done = subprocess.run([sys.executable, "-m", "knockoff", *args, *where],
+                              env={**env, **extra}, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert json.loads(done.stdout.splitlines()[-1])["error"].startswith(message)
+
+
 def test_the_api_answers_as_its_schema_says_and_never_500(service: Server,
                                                           keys: dict[str, str]) -> None:
     """schemathesis against /openapi.json with a valid key: a few examples per operation."""
