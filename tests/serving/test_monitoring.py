@@ -220,7 +220,8 @@ def test_the_dashboard_shows_drift_and_the_flag_estimates(world: World, engine: 
                               for batches in series.values())
     assert html.count("<polyline") == lines and html.count('stroke-dasharray="6 4"') == 2
     assert f"{latest['flagged_rows']} flagged (a flag rate of" in html
-    assert "for the flagged listings, above 0.1 once a batch has 200 of them" in html
+    assert ("for the flagged listings, above 0.1 once the batch and the reference each have 200"
+            in html)
     assert not {f["feature"] for f in latest["top_features"]} & BATCH_RELATIVE
     assert f"<td>{latest['top_features'][0]['feature']}</td>" in html
     assert f"Latest batch: {latest['platform']}, {latest['batch_id']}" in html
