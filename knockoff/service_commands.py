@@ -117,7 +117,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from serving.worker_pool import follow_parent
 
     if args.parent is not None and not follow_parent(args.parent):
-        raise _user_error(f"--parent {args.parent}: that process is gone")
+        raise _user_error(f"--parent {args.parent}: not (or no longer) this process's parent")
     engine = _engine(args)
     settings = ServiceSettings.from_env(args.data)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

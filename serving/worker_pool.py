@@ -110,7 +110,7 @@ def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def follow_parent(parent: int) -> bool:
     """In a worker started by serve: be killed when process `parent` dies, however it dies.
-    False when it is already gone (the child must exit)."""
+    False when `parent` is not (or no longer) this process's parent: the child must exit."""
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
