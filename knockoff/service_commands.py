@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from knockoff.commands import add_command
 from knockoff.label_commands import add_label_commands
 
 if TYPE_CHECKING:
@@ -55,14 +57,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from serving.api import create_app
-    from serving.jobs import ChampionWatch, ServiceSettings, sweep_orphans
+    from serving.jobs import ChampionWatch, sweep_orphans
     from serving.worker_pool import WorkerPool
 
     if args.workers < 0 or not 0 <= args.port <= 65535:
         raise _user_error("--workers must be >= 0 and --port within 0..65535")
     nice = _nice()
+    _check_listen(args.host, args.port)
     engine = _engine(args)
-    settings = ServiceSettings.from_env(args.data)
+    settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sweep_orphans(engine, settings)
     champion = ChampionWatch()
@@ -76,7 +79,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     print(f"knockoff serve: http://{args.host}:{args.port} with {args.workers} worker(s), "
           f"data in {settings.data_dir}", file=sys.stderr, flush=True)
     with workers:  # stopped however the server stops (Ctrl-C and SIGTERM included)
-        server.run()
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind (taken since the check above)
+            if server.started:
+                raise
+            raise _user_error(f"cannot listen on {args.host}:{args.port}") from None
     _print({"served": f"http://{args.host}:{args.port}", "workers": args.workers,
             "stopped": True})
 
@@ -98,6 +106,26 @@ def _worker_threads(engine: Engine, settings: ServiceSettings, champion: Champio
         stop.set()
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Refuse (exit 2) an address serve cannot listen on, e.g. a port another server holds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise _user_error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _settings(args: argparse.Namespace) -> ServiceSettings:
+    from serving.jobs import ServiceSettings, SettingError
+
+    try:
+        return ServiceSettings.from_env(args.data)
+    except SettingError as exc:
+        raise _user_error(str(exc)) from None
+
+
 def _nice() -> int:
     """KNOCKOFF_WORKER_NICE: how much lower the workers' CPU priority is, 0 (not lower) to 19."""
     value = os.environ.get("KNOCKOFF_WORKER_NICE", str(DEFAULT_NICE))
@@ -113,13 +141,13 @@ def _user_error(message: str) -> Exception:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from serving.jobs import ServiceSettings, Worker, sweep_orphans
+    from serving.jobs import Worker, sweep_orphans
     from serving.worker_pool import follow_parent
 
     if args.parent is not None and not follow_parent(args.parent):
         raise _user_error(f"--parent {args.parent}: not (or no longer) this process's parent")
     engine = _engine(args)
-    settings = ServiceSettings.from_env(args.data)
+    settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sweep_orphans(engine, settings)
     stop = threading.Event()
@@ -170,26 +198,38 @@ def _data_option(parser: argparse.ArgumentParser) -> None:
                         "$KNOCKOFF_DATA_DIR, else var/)")
 
 
+def _group(sub: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    """A command of several actions (`platforms add|list|revoke`), with its help's example."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=f"{summary[0].upper()}{summary[1:]}.",
+        epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
 def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the service's subcommands on the `knockoff` parser's subparsers."""
-    p = sub.add_parser("serve", help="the platform API and its scoring worker processes")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p = add_command(sub, "serve", cmd_serve, "the platform API, the officers' pages and their "
+                    "scoring worker processes", "knockoff serve --port 8000 --workers 2 --db "
+                    "postgresql+psycopg://knockoff@db/knockoff")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port (default 8000)")
     _db_option(p)
     _data_option(p)
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="scoring worker processes, at niceness $KNOCKOFF_WORKER_NICE (10) and "
                    "restarted when one exits (default 1; 0 = API only)")
-    p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("worker", help="a scoring worker alone (same database and data folder)")
+    p = add_command(sub, "worker", cmd_worker, "a scoring worker alone (same database and data "
+                    "folder as serve: more processes or machines)",
+                    "knockoff worker --db postgresql+psycopg://knockoff@db/kb --data /srv/var")
     _db_option(p)
     _data_option(p)
     p.add_argument("--parent", type=int, metavar="PID",
                    help="exit when process PID exits, however it ends (serve passes its own)")
-    p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("platforms", help="platform accounts and their API keys")
+    p = _group(sub, "platforms", "platform accounts and their API keys",
+               "knockoff platforms add acme --db sqlite:///var/knockoff.db")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("add", "create a platform; prints its API key once"),
                          ("list", "list platforms"), ("revoke", "revoke a platform's keys")):
@@ -199,7 +239,8 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
         _db_option(q)
     p.set_defaults(func=cmd_platforms)
 
-    p = sub.add_parser("users", help="officers', supervisors' and admins' accounts")
+    p = _group(sub, "users", "officers', supervisors' and admins' accounts",
+               "printf '%s\\n' \"$PASSWORD\" | knockoff users add ana --role officer")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser("add", help="create a user; reads the password from stdin")
     q.add_argument("name", metavar="NAME")

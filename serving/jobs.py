@@ -54,21 +54,44 @@ class ServiceSettings:
 
     @classmethod
     def from_env(cls, data_dir: str | None = None) -> ServiceSettings:
+        """The defaults, overridden by `KNOCKOFF_...` variables; a value that is not a number
+        of the right kind and range raises SettingError naming the variable."""
         env = os.environ.get
         return cls(
             data_dir=Path(data_dir or env("KNOCKOFF_DATA_DIR") or "var"),
-            upload_limit=int(env("KNOCKOFF_UPLOAD_LIMIT", cls.upload_limit)),
-            max_queued=int(env("KNOCKOFF_MAX_QUEUED", cls.max_queued)),
-            lease_seconds=float(env("KNOCKOFF_LEASE_SECONDS", cls.lease_seconds)),
-            audit_share=float(env("KNOCKOFF_AUDIT_SHARE", cls.audit_share)),
-            poll_seconds=float(env("KNOCKOFF_POLL_SECONDS", cls.poll_seconds)),
-            threads=int(env("KNOCKOFF_THREADS", cls.threads)),
-            dask_rows=int(env("KNOCKOFF_DASK_ROWS", cls.dask_rows)),
+            upload_limit=_setting("KNOCKOFF_UPLOAD_LIMIT", cls.upload_limit, int, 1),
+            max_queued=_setting("KNOCKOFF_MAX_QUEUED", cls.max_queued, int, 1),
+            lease_seconds=_setting("KNOCKOFF_LEASE_SECONDS", cls.lease_seconds, float, 1),
+            audit_share=_setting("KNOCKOFF_AUDIT_SHARE", cls.audit_share, float, 0, 1),
+            poll_seconds=_setting("KNOCKOFF_POLL_SECONDS", cls.poll_seconds, float, 0.01),
+            threads=_setting("KNOCKOFF_THREADS", cls.threads, int, 1),
+            dask_rows=_setting("KNOCKOFF_DASK_ROWS", cls.dask_rows, int, 0),
             dask_scheduler=env("KNOCKOFF_DASK_SCHEDULER") or None,
         )
 
     def batch_dir(self, batch_id: str) -> Path:
         return self.data_dir / "batches" / batch_id
+
+
+class SettingError(ValueError):
+    """A `KNOCKOFF_...` setting that cannot be used."""
+
+
+def _setting(name: str, default: Any, kind: type, low: float,
+             high: float | None = None) -> Any:
+    """`name` from the environment as `kind` within [low, high], else `default`."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or value < low or (high is not None and value > high):
+        span = f"{low:g}..{high:g}" if high is not None else f"at least {low:g}"
+        noun = "an integer" if kind is int else "a number"
+        raise SettingError(f"{name} must be {noun}, {span}; got {raw!r}")
+    return value
 
 
 def public_message(exc: BaseException, folder: Path) -> str:

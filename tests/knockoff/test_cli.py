@@ -229,3 +229,27 @@ def test_a_database_that_cannot_be_opened_exits_2_without_a_traceback(
     assert status == EXIT_USER_ERROR and "Traceback" not in err
     assert last_json(out)["error"].startswith("cannot open the database bogus://nowhere")
     assert not (tmp_path / "labels.parquet").exists()
+
+
+def test_serve_on_a_taken_port_and_bad_settings_exit_2(tmp_path: Path) -> None:
+    """Mistakes in how the service is started are the user's to fix: exit 2, a JSON error,
+    no traceback (uvicorn alone would exit 3 saying nothing on stdout)."""
+    import socket
+    import subprocess
+
+    db, data = f"sqlite:///{tmp_path / 'k.db'}", str(tmp_path / "var")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        serve = subprocess.run([str(KNOCKOFF), "serve", "--port", port, "--workers", "0",
+                                "--db", db, "--data", data],
+                               capture_output=True, text=True, timeout=120)
+    assert serve.returncode == EXIT_USER_ERROR and "Traceback" not in serve.stderr
+    assert last_json(serve.stdout)["error"].startswith(f"cannot listen on 127.0.0.1:{port}")
+    worker = subprocess.run([str(KNOCKOFF), "worker", "--db", db, "--data", data],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "KNOCKOFF_UPLOAD_LIMIT": "4GB"})
+    assert worker.returncode == EXIT_USER_ERROR and "Traceback" not in worker.stderr
+    assert last_json(worker.stdout)["error"] == (
+        "KNOCKOFF_UPLOAD_LIMIT must be an integer, at least 1; got '4GB'")
