@@ -69,6 +69,18 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _same_scores(tmp_path: Path, min_flagged: int) -> None:
+    """The dask parts under tmp_path/dask equal local.parquet (scores within 1e-6, every other
+    column exactly, more than `min_flagged` flags), and so do the two engines' rejects."""
+    expected = pl.read_parquet(tmp_path / "local.parquet")
+    got = pl.read_parquet(tmp_path / "dask" / "*.parquet")
+    assert expected["flagged"].sum() > min_flagged
+    assert np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-6
+    assert_frame_equal(got.drop("score"), expected.drop("score"))
+    assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
+                       pl.read_parquet(tmp_path / "local.rejects.parquet"))
+
+
 def test_features_equal_the_local_engine(batch: Path, scheduler: str, tmp_path: Path) -> None:
     local = feature_table(batch, tmp_path / "local.parquet", state_dir=tmp_path / "state")
     dask = feature_table_dask(batch, tmp_path / "dask", scheduler=scheduler,
@@ -93,13 +105,7 @@ def test_scores_equal_the_local_engine(batch: Path, scheduler: str, tmp_path: Pa
     for key in ("scored", "rejected", "flagged", "model_version", "absent_columns",
                 "ignored_columns"):
         assert dask[key] == local[key], key
-    expected = pl.read_parquet(tmp_path / "local.parquet")
-    got = pl.read_parquet(tmp_path / "dask" / "*.parquet")
-    assert expected["flagged"].sum() > 100
-    assert np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-6
-    assert_frame_equal(got.drop("score"), expected.drop("score"))
-    assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
-                       pl.read_parquet(tmp_path / "local.rejects.parquet"))
+    _same_scores(tmp_path, min_flagged=100)
     # the shuffle went through files, and its scratch folder is gone
     assert dask["shuffle_bytes"] > 10_000
     assert sorted(os.listdir(tmp_path)) == ["dask", "dask.rejects", "local.parquet",
@@ -158,13 +164,7 @@ def test_each_file_is_scored_by_the_local_engines_variant(
     for key in ("scored", "rejected", "flagged", "schema", "schema_by_file",
                 "schema_thresholds", "threshold"):
         assert dask[key] == local[key], key
-    expected = pl.read_parquet(tmp_path / "local.parquet")
-    got = pl.read_parquet(tmp_path / "dask" / "*.parquet")
-    assert expected["flagged"].sum() > 50
-    assert np.abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-6
-    assert_frame_equal(got.drop("score"), expected.drop("score"))
-    assert_frame_equal(pl.read_parquet(tmp_path / "dask.rejects" / "*.parquet"),
-                       pl.read_parquet(tmp_path / "local.rejects.parquet"))
+    _same_scores(tmp_path, min_flagged=50)
 
 
 def test_the_service_sends_batches_above_a_size_to_dask(batch: Path, scheduler: str,
